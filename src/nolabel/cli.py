@@ -1,0 +1,229 @@
+"""The ``nolabel`` command line: embed -> neighbors -> cluster -> evaluate.
+
+Every user error prints one line (``error: ...``) and exits with status 2.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import NolabelError
+
+app = typer.Typer(
+    name="nolabel",
+    help="Classify images and texts without labels: features first, clustering second.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+list_app = typer.Typer(help="List what is registered: backbones, methods, datasets.", no_args_is_help=True)
+app.add_typer(list_app, name="list")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+# ---- embed ---------------------------------------------------------------------------
+@app.command()
+def embed(
+    data: str = typer.Argument(..., help="Data: a folder of images, a .txt/.csv of texts, a .mat/.npy file, 'digits', or FORMAT:DIR such as mnist:DIR."),
+    backbone: str = typer.Option(..., "--backbone", "-b", help="Feature extractor spec, e.g. timm:vit_small_patch16_224.dino, tv:resnet50, st:all-MiniLM-L6-v2, local:PATH, pixels."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .npy file (a .json sidecar and .items.npz are written beside it)."),
+    split: str = typer.Option("test", help="Split for benchmark formats (mnist:, cifar10:, stl10: ...)."),
+    batch_size: int = typer.Option(256, help="Items per forward pass."),
+    normalize: bool = typer.Option(False, "--normalize/--no-normalize", help="L2-normalise each embedding."),
+    fp16: bool = typer.Option(False, "--fp16", help="Store embeddings as float16."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
+    workers: int = typer.Option(0, help="DataLoader worker processes for image decoding."),
+) -> None:
+    """Extract features of DATA with a frozen backbone (resumes a killed run)."""
+    from . import backbones
+    from .data import load_dataset
+    from .features import extract_features
+    from .items import save_items
+
+    dataset = load_dataset(data, split=split)
+    model = backbones.get(backbone, device=device, modality=dataset.modality)
+    emb = extract_features(
+        dataset, model, out, batch_size=batch_size, normalize=normalize,
+        dtype="float16" if fp16 else "float32", num_workers=workers,
+    )
+    save_items(out, dataset)
+    console.print(f"embeddings {emb.array.shape[0]} x {emb.array.shape[1]} ({emb.array.dtype}) -> {out}")
+
+
+# ---- neighbors -----------------------------------------------------------------------
+@app.command()
+def neighbors(
+    features: Path = typer.Argument(..., help="Embeddings .npy written by `nolabel embed`."),
+    k: int = typer.Option(20, "--k", "-k", help="Neighbours per sample (SCAN: 20 for CIFAR, TEMI: 50)."),
+    backend: str = typer.Option("auto", help="auto, torch (exact, chunked), faiss (exact), faiss-ivf (approximate)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .npz (default: FEATURES stem + .knn<k>.npz)."),
+    device: Optional[str] = typer.Option(None, help="Device for the torch backend."),
+) -> None:
+    """Mine the cosine k nearest neighbours of every sample (self excluded)."""
+    from .features import load_features
+    from .items import load_items
+    from .neighbors import knn, neighbor_purity
+
+    emb = load_features(features)
+    nb = knn(emb.array, k, backend=backend, device=device)
+    out = out or default_neighbors_path(features, k)
+    nb.save(out)
+    console.print(f"{nb.indices.shape[0]} x {k} neighbours -> {out}")
+    labels = load_items(features).labels
+    if labels is not None:
+        table = Table("k", "neighbour purity (labels used only to score)")
+        for kk in sorted({1, 5, 10, 20, 50, k} & set(range(1, k + 1))):
+            table.add_row(str(kk), f"{100 * neighbor_purity(nb.indices[:, :kk], labels):.2f}%")
+        console.print(table)
+
+
+def default_neighbors_path(features: Path, k: int) -> Path:
+    return features.with_name(features.name.removesuffix(".npy") + f".knn{k}.npz")
+
+
+# ---- cluster ---------------------------------------------------------------------------
+@app.command()
+def cluster(
+    features: Path = typer.Argument(..., help="Embeddings .npy written by `nolabel embed`."),
+    method: str = typer.Option("kmeans", "--method", "-m", help="Clustering method (see `nolabel list methods`)."),
+    k: int = typer.Option(..., "--k", "-k", help="Number of clusters."),
+    neighbors_file: Optional[Path] = typer.Option(None, "--neighbors", help="k-NN .npz from `nolabel neighbors` (methods that need it look for FEATURES.knn*.npz otherwise)."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Method hyper-parameter NAME=VALUE (repeatable), e.g. -p epochs=50."),
+    seeds: str = typer.Option("0", help="Comma-separated seeds; with several, metrics are reported as mean +- std."),
+    then: Optional[str] = typer.Option(None, "--then", help="A second stage on top of the fitted method, e.g. selflabel."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: FEATURES stem + .<method>/)."),
+) -> None:
+    """Cluster precomputed embeddings; score against labels when the data has them."""
+    from .clustering import fit_seeds
+
+    params = parse_params(param)
+    seed_list = parse_seeds(seeds)
+    out = out or features.with_name(features.name.removesuffix(".npy") + f".{method}{'+' + then if then else ''}")
+    summary = fit_seeds(features, method, k, params, seed_list, then=then, neighbors_path=neighbors_file, out_dir=out)
+    print_summary(summary)
+    console.print(f"results -> {out}")
+
+
+def parse_params(pairs: list[str]) -> dict:
+    import yaml
+
+    params = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise NolabelError(f"--param expects NAME=VALUE, got {pair!r}")
+        name, value = pair.split("=", 1)
+        params[name.strip()] = yaml.safe_load(value)
+    return params
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise NolabelError(f"--seeds expects integers separated by commas, got {text!r}") from None
+    if not seeds:
+        raise NolabelError("--seeds is empty")
+    return seeds
+
+
+def print_summary(summary: dict) -> None:
+    if not summary.get("metrics"):
+        console.print(f"{summary['method']}: fitted {len(summary['seeds'])} seed(s); no labels, nothing to score")
+        return
+    table = Table(title=f"{summary['method']} on {summary['features']} ({len(summary['seeds'])} seed(s))")
+    table.add_column("metric")
+    table.add_column("mean +- std", justify="right")
+    for name, stats in summary["metrics"].items():
+        table.add_row(name, f"{100 * stats['mean']:.2f} +- {100 * stats['std']:.2f}")
+    console.print(table)
+
+
+# ---- evaluate --------------------------------------------------------------------------
+@app.command()
+def evaluate(
+    assignment: Path = typer.Argument(..., help="Assignment .npz or .csv written by `nolabel cluster`."),
+    features: Path = typer.Option(..., "--features", "-f", help="The embeddings .npy whose item index holds the labels."),
+) -> None:
+    """Score an assignment against the labels stored with the features."""
+    from .assignments import Assignment
+    from .items import load_items
+    from .metrics import evaluate as score
+
+    a = Assignment.load(assignment)
+    labels = load_items(features).labels
+    if labels is None:
+        raise NolabelError(f"{features} has no labels to score against")
+    metrics = score(labels, a.clusters, a.probabilities)
+    table = Table("metric", "value")
+    for name, value in metrics.items():
+        if isinstance(value, float):
+            table.add_row(name, f"{100 * value:.2f}")
+    console.print(table)
+
+
+# ---- list -------------------------------------------------------------------------------
+def _print_listing(title: str, rows: list[tuple[str, str]]) -> None:
+    table = Table(title=title)
+    table.add_column("name")
+    table.add_column("what it is")
+    for name, doc in rows:
+        table.add_row(name, doc)
+    console.print(table)
+
+
+@list_app.command("backbones")
+def list_backbones() -> None:
+    """Backbone specs and local architectures."""
+    from . import backbones
+
+    _print_listing("backbones", backbones.describe())
+
+
+@list_app.command("methods")
+def list_methods() -> None:
+    """Clustering methods."""
+    from . import methods
+
+    _print_listing("methods", methods.describe())
+
+
+@list_app.command("datasets")
+def list_datasets() -> None:
+    """Data formats nolabel reads."""
+    from . import data
+
+    _print_listing("datasets", data.describe())
+
+
+# ---- demo -------------------------------------------------------------------------------
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder."),
+) -> None:
+    """The whole chain on scikit-learn's digits (embedded, no download)."""
+    from .demo import run_demo
+
+    run_demo(out, console)
+
+
+def main() -> None:
+    try:
+        app()
+    except NolabelError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished stages are kept and a re-run resumes")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Fit a clustering method on saved embeddings over several seeds and score it.
+
+Labels (when the data has them) are read only after fitting, to score: they never
+choose a seed, a head or a hyper-parameter.
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import methods
+from .assignments import Assignment
+from .errors import NolabelError
+from .io import write_json
+
+SCORED = ("acc", "many_to_one_acc", "nmi", "ami", "ari", "top5")
+
+
+def make_method(name: str, n_clusters: int, params: dict[str, Any], seed: int, then: str | None = None):
+    """Build the estimator ``name`` (wrapped by the second stage ``then`` if given)."""
+    klass = methods.get(name)
+    check_params(klass, params)
+    base = klass(n_clusters=n_clusters, seed=seed, **params)
+    if then is None:
+        return base
+    stage = methods.get(then)
+    if "base" not in inspect.signature(stage.__init__).parameters:
+        raise NolabelError(f"method {then!r} cannot run on top of another method")
+    return stage(n_clusters=n_clusters, seed=seed, base=base)
+
+
+def check_params(klass: type, params: dict[str, Any]) -> None:
+    accepted = set(inspect.signature(klass.__init__).parameters) - {"self", "n_clusters", "seed"}
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise NolabelError(f"{klass.name} has no parameter {', '.join(unknown)}; it takes: {', '.join(sorted(accepted))}")
+
+
+def neighbors_needed(estimator) -> int | None:
+    """How many neighbours the estimator (or its base) needs, or None."""
+    for model in (estimator, getattr(estimator, "base", None)):
+        if model is not None and getattr(model, "needs_neighbors", False):
+            return int(getattr(model, "n_neighbors", 20))
+    return None
+
+
+def resolve_neighbors(features_path: Path, x: np.ndarray, k: int, neighbors_path: Path | None) -> np.ndarray:
+    """Load the given k-NN file, or a saved one beside the features with >= k columns,
+    or mine and save them."""
+    from .neighbors import Neighbors, knn
+
+    if neighbors_path is not None:
+        nb = Neighbors.load(neighbors_path)
+    else:
+        stem = features_path.name.removesuffix(".npy")
+        saved = sorted(features_path.parent.glob(f"{stem}.knn*.npz"), key=_knn_size)
+        usable = [p for p in saved if _knn_size(p) >= k]
+        if usable:
+            nb = Neighbors.load(usable[0])
+        else:
+            nb = knn(x, k)
+            nb.save(features_path.with_name(f"{stem}.knn{k}.npz"))
+    if nb.indices.shape[1] < k:
+        raise NolabelError(f"the neighbour file has {nb.indices.shape[1]} neighbours per sample, the method needs {k}")
+    return nb.indices
+
+
+def _knn_size(path: Path) -> int:
+    tail = path.name.rsplit(".knn", 1)[-1].removesuffix(".npz")
+    return int(tail) if tail.isdigit() else 0
+
+
+def fit_seeds(
+    features_path: Path,
+    method: str,
+    n_clusters: int,
+    params: dict[str, Any],
+    seeds: list[int],
+    then: str | None = None,
+    neighbors_path: Path | None = None,
+    out_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Fit ``method`` once per seed; save model, assignment and metrics per seed under
+    ``out_dir/seed<S>/`` and a ``summary.json`` with mean and std over seeds."""
+    from .features import load_features
+    from .items import load_items
+    from .metrics import evaluate
+
+    features_path = Path(features_path)
+    x = np.asarray(load_features(features_path).array, dtype=np.float32)
+    items = load_items(features_path)
+    per_seed = []
+    for seed in seeds:
+        est = make_method(method, n_clusters, params, seed, then)
+        k = neighbors_needed(est)
+        nb = resolve_neighbors(features_path, x, k, neighbors_path) if k else None
+        est.fit(x, nb)
+        assignment = Assignment.from_proba(est.predict_proba(x), ids=items.ids)
+        metrics = evaluate(items.labels, assignment.clusters, assignment.probabilities) if items.labels is not None else {}
+        if out_dir is not None:
+            seed_dir = Path(out_dir) / f"seed{seed}"
+            est.save(seed_dir / "model")
+            assignment.save(seed_dir / "assignment.npz")
+            write_json(seed_dir / "metrics.json", metrics)
+        per_seed.append(metrics)
+    summary = {
+        "method": method + (f"+{then}" if then else ""),
+        "features": str(features_path),
+        "n_clusters": n_clusters,
+        "params": params,
+        "seeds": seeds,
+        "per_seed": per_seed,
+        "metrics": aggregate(per_seed),
+    }
+    if out_dir is not None:
+        write_json(Path(out_dir) / "summary.json", summary)
+    return summary
+
+
+def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean and (population) std over seeds of the scored metrics present in every run."""
+    if not per_seed or not per_seed[0]:
+        return {}
+    names = [m for m in SCORED if all(isinstance(r.get(m), float) for r in per_seed)]
+    return {
+        m: {"mean": float(np.mean([r[m] for r in per_seed])), "std": float(np.std([r[m] for r in per_seed]))}
+        for m in names
+    }
