@@ -4,6 +4,7 @@ Every user error prints one line (``error: ...``) and exits with status 2.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -169,6 +170,123 @@ def evaluate(
     console.print(table)
 
 
+# ---- run / report / predict / export ------------------------------------------------------
+@app.command()
+def run(
+    data: Optional[str] = typer.Argument(None, help="Data (as for `nolabel embed`); optional when the preset names it."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Feature extractor spec (default: pixels)."),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="One clustering method."),
+    methods_: Optional[str] = typer.Option(None, "--methods", help="Several methods, comma-separated, compared on the same cached features."),
+    k: Optional[str] = typer.Option(None, "--k", "-k", help="Number of clusters, or 'auto' to estimate it without labels."),
+    then: Optional[str] = typer.Option(None, "--then", help="Second stage on top of each method, e.g. selflabel."),
+    seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds (default 0)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="A preset YAML (see `nolabel list presets`); flags override it."),
+    param: list[str] = typer.Option([], "--param", "-p", help="METHOD.NAME=VALUE hyper-parameter (repeatable), e.g. -p scan.epochs=50."),
+    out: Path = typer.Option(Path("runs/run"), "--out", "-o", help="Run folder: every stage is cached here, keyed by its settings."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip writing report.html."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)."),
+) -> None:
+    """Run the whole chain: features -> neighbours -> methods -> evaluation -> report."""
+    from .pipeline import Pipeline, RunConfig
+
+    overrides = {
+        "data": data, "backbone": backbone, "then": then, "device": device,
+        "methods": methods_ or method, "k": k, "seeds": parse_seeds(seeds) if seeds else None,
+    }
+    if param:
+        overrides["params"] = parse_method_params(param)
+    if config is not None:
+        cfg = RunConfig.from_yaml(resolve_preset(config), **overrides)
+    else:
+        if data is None:
+            raise NolabelError("no data given: nolabel run DATA ... (or --config PRESET naming it)")
+        cfg = RunConfig(**{key: value for key, value in overrides.items() if value is not None})
+    pipeline = Pipeline(cfg, out=out).fit(log=lambda msg: console.print(f"[dim]>[/] {msg}", highlight=False))
+    print_comparison(pipeline)
+    if not no_report:
+        console.print(f"report: {pipeline.report()}")
+
+
+def parse_method_params(pairs: list[str]) -> dict:
+    params: dict[str, dict] = {}
+    for name, value in parse_params(pairs).items():
+        if "." not in name:
+            raise NolabelError(f"--param in `nolabel run` expects METHOD.NAME=VALUE, got {name!r}")
+        method, key = name.split(".", 1)
+        params.setdefault(method, {})[key] = value
+    return params
+
+
+def resolve_preset(config: Path) -> Path:
+    """A preset name (``scan_cifar10``) or a path to a YAML file."""
+    from .presets import preset_path
+
+    return config if config.exists() else preset_path(str(config))
+
+
+def print_comparison(pipeline) -> None:
+    cfg = pipeline.config
+    dataset = pipeline.manifest.get("dataset", {})
+    title = f"{dataset.get('name', cfg.data)} ({dataset.get('count', '?')} items), {cfg.backbone}, K={pipeline.manifest['k']}, seeds {cfg.seeds}"
+    table = Table(title=title)
+    columns = ("acc", "many_to_one_acc", "nmi", "ari")
+    table.add_column("method")
+    for col in columns:
+        table.add_column(col.upper().replace("_", "-"), justify="right")
+    table.add_column("seconds", justify="right")
+    for result in pipeline.results:
+        m = result["metrics"]
+        cells = [f"{100 * m[c]['mean']:.2f} +- {100 * m[c]['std']:.2f}" if c in m else "-" for c in columns]
+        table.add_row(result["name"], *cells, f"{pipeline.manifest['timings'].get(result['name'], 0):.1f}")
+    console.print(table)
+    if not any(r["metrics"] for r in pipeline.results):
+        console.print("no labels: nothing to score (see the report for the clusters)")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run folder made by `nolabel run`.")) -> None:
+    """Write RUN_DIR/report.html: metrics, cluster galleries, confusion matrix, maps, curves."""
+    from .pipeline import load_run
+
+    console.print(f"report: {load_run(run_dir).report()}")
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="A run folder made by `nolabel run`."),
+    new_data: str = typer.Argument(..., help="New items: a folder of images, a text file, ... (as for `nolabel embed`)."),
+    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Output .csv or .json."),
+    result: Optional[str] = typer.Option(None, "--result", help="Which method of the run (default: the first)."),
+) -> None:
+    """Assign new items with the run's backbone and fitted method (cluster, confidence)."""
+    from .io import atomic_path
+    from .pipeline import load_run
+
+    assignment = load_run(run_dir).predict(new_data, name=result)
+    if out.suffix == ".json":
+        rows = [{"item_id": i, "cluster": int(c), "confidence": float(p)} for i, c, p in zip(assignment.ids, assignment.clusters, assignment.confidences)]
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(rows, indent=1))
+    else:
+        assignment.save(out.with_suffix(".npz"))
+    console.print(f"{len(assignment.clusters)} items assigned -> {out}")
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run folder made by `nolabel run`."),
+    to: Path = typer.Option(..., "--to", help="Destination folder (one sub-folder per cluster)."),
+    copy: bool = typer.Option(False, "--copy", help="Copy files instead of linking them."),
+    result: Optional[str] = typer.Option(None, "--result", help="Which method of the run (default: the first)."),
+) -> None:
+    """One folder per cluster holding its members, plus clusters.csv (item, cluster, confidence)."""
+    from .export import export_clusters
+    from .pipeline import load_run
+
+    n = export_clusters(load_run(run_dir), to, copy=copy, name=result)
+    console.print(f"{n} items exported into {to}")
+
+
 # ---- list -------------------------------------------------------------------------------
 def _print_listing(title: str, rows: list[tuple[str, str]]) -> None:
     table = Table(title=title)
@@ -193,6 +311,14 @@ def list_methods() -> None:
     from . import methods
 
     _print_listing("methods", methods.describe())
+
+
+@list_app.command("presets")
+def list_presets() -> None:
+    """Presets for `nolabel run --config NAME`."""
+    from .presets import describe
+
+    _print_listing("presets", describe())
 
 
 @list_app.command("datasets")

@@ -14,7 +14,7 @@ import numpy as np
 from . import methods
 from .assignments import Assignment
 from .errors import NolabelError
-from .io import write_json
+from .io import read_json, write_json
 
 SCORED = ("acc", "many_to_one_acc", "nmi", "ami", "ari", "top5")
 
@@ -82,26 +82,37 @@ def fit_seeds(
     then: str | None = None,
     neighbors_path: Path | None = None,
     out_dir: Path | None = None,
+    reuse_done: bool = False,
+    x: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Fit ``method`` once per seed; save model, assignment and metrics per seed under
-    ``out_dir/seed<S>/`` and a ``summary.json`` with mean and std over seeds."""
+    ``out_dir/seed<S>/`` and a ``summary.json`` with mean and std over seeds.
+
+    With ``reuse_done`` a seed whose ``metrics.json`` (written last) exists is not refit:
+    the pipeline uses it to resume, its folders being keyed by every setting.
+    ``x`` passes already-loaded embeddings (else they are read from ``features_path``).
+    """
     from .features import load_features
     from .items import load_items
     from .metrics import evaluate
 
     features_path = Path(features_path)
-    x = np.asarray(load_features(features_path).array, dtype=np.float32)
+    if x is None:
+        x = np.asarray(load_features(features_path).array, dtype=np.float32)
     items = load_items(features_path)
     per_seed = []
     for seed in seeds:
+        seed_dir = Path(out_dir) / f"seed{seed}" if out_dir is not None else None
+        if reuse_done and seed_dir is not None and (seed_dir / "metrics.json").exists():
+            per_seed.append(read_json(seed_dir / "metrics.json"))
+            continue
         est = make_method(method, n_clusters, params, seed, then)
         k = neighbors_needed(est)
         nb = resolve_neighbors(features_path, x, k, neighbors_path) if k else None
         est.fit(x, nb)
         assignment = Assignment.from_proba(est.predict_proba(x), ids=items.ids)
         metrics = evaluate(items.labels, assignment.clusters, assignment.probabilities) if items.labels is not None else {}
-        if out_dir is not None:
-            seed_dir = Path(out_dir) / f"seed{seed}"
+        if seed_dir is not None:
             est.save(seed_dir / "model")
             assignment.save(seed_dir / "assignment.npz")
             write_json(seed_dir / "metrics.json", metrics)
