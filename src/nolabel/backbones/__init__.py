@@ -1,0 +1,86 @@
+"""Frozen feature extractors, built from a spec string: ``nolabel.backbones.get("tv:resnet50")``.
+
+Prefixes (each adapter module documents its features and preprocessing):
+
+- ``timm:<model>``           timm model, classifier removed (:mod:`.timm_`)
+- ``tv:<model>``             torchvision classifier, last linear layer removed (:mod:`.torchvision_`)
+- ``clip:<arch>/<tag>``      open_clip image or text tower (:mod:`.openclip_`)
+- ``hf:<repo or folder>``    transformers AutoModel, image or text (:mod:`.hf`)
+- ``st:<name or folder>``    sentence-transformers text encoder (:mod:`.text`)
+- ``pixels[:<size>]``        raw pixels (:mod:`.pixels`)
+- ``local:<file>``           a checkpoint of an architecture in :data:`archs` (:mod:`.local`)
+
+Options follow a ``?``: ``tv:resnet18?weights=none``, ``timm:resnet18?pretrained=false``.
+Weights that are neither cached nor downloadable fail at once with a
+:class:`~nolabel.errors.NolabelError` naming the cache folder to fill (:mod:`.hub`).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..errors import NolabelError
+from . import hf, local, openclip_, pixels, text, timm_, torchvision_  # noqa: F401  (they register adapters)
+from .archs import archs
+from .base import Backbone
+from .local import load_backbone_checkpoint, save_backbone_checkpoint
+from .spec import Spec, adapters, parse_spec
+
+MODALITIES = ("image", "text", "vector")
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def get(spec: str, device: Optional[str | torch.device] = None, modality: Optional[str] = None) -> Backbone:
+    """A ready backbone for ``spec`` (eval mode, no gradients) on ``device`` (default: cuda when available).
+
+    ``modality`` (``"image"``, ``"text"`` or ``"vector"``) is the data's; it picks the
+    tower of two-sided models (``clip:``, ``hf:``) and is refused by one-sided ones.
+    """
+    parsed = parse_spec(spec)
+    if parsed.prefix not in adapters:
+        known = ", ".join(f"{a.prefix}:" for _, a in _adapters())
+        raise NolabelError(f"unknown backbone {spec!r}; known prefixes: {known} (see `nolabel list backbones`)")
+    entry = adapters.get(parsed.prefix)
+    if modality is not None and modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    if modality is not None and modality not in entry.modalities:
+        raise NolabelError(
+            f"{spec} embeds {' or '.join(entry.modalities)} data, but the data set is {modality}; "
+            f"pick a backbone for {modality} data (see `nolabel list backbones`)"
+        )
+    unknown = sorted(set(parsed.options) - set(entry.options))
+    if unknown:
+        allowed = ", ".join(entry.options) or "none"
+        raise NolabelError(f"unknown option {unknown[0]!r} in {spec!r}; options for {entry.prefix}: {allowed}")
+    backbone = entry.build(parsed, modality)
+    module = backbone.module()
+    if module is not None:
+        module.eval()
+        module.requires_grad_(False)
+    return backbone.to(device or default_device())
+
+
+def _adapters():
+    return [(name, adapters.get(name)) for name in adapters.names()]
+
+
+def describe() -> list[tuple[str, str]]:
+    """(spec pattern, one-line doc) for every prefix, then ``local:`` architectures."""
+    rows = [(entry.pattern, entry.doc) for _, entry in _adapters()]
+    rows += [(f"local: arch {name}", doc) for name, doc in archs.describe()]
+    return rows
+
+
+def names() -> list[str]:
+    """The registered prefixes."""
+    return adapters.names()
+
+
+__all__ = [
+    "Backbone", "Spec", "archs", "describe", "get", "load_backbone_checkpoint", "names", "parse_spec",
+    "save_backbone_checkpoint", "default_device",
+]

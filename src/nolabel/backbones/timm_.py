@@ -1,0 +1,86 @@
+"""``timm:<model>``: any timm model with its classifier removed (``num_classes=0``).
+
+Features are timm's pooled pre-logits (``model(x)`` with ``num_classes=0``).
+Preprocessing comes from ``timm.data.resolve_data_config`` / ``create_transform``
+(input size, interpolation, crop_pct, crop_mode, mean, std of the pretrained config).
+``?pretrained=false`` builds the architecture with random weights.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ..errors import NolabelError
+from . import hub
+from .image import ImageModelBackbone, transform_info
+from .spec import Spec, adapter
+
+
+def _cached_weights(cfg: Any) -> Optional[str]:
+    """A local copy of the config's weights: HF hub cache first, then torch hub's."""
+    if cfg.hf_hub_id:
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["pytorch_model.bin"]
+        names = [alt for n in names for alt in hub.safe_alternatives(n)] + names
+        found = hub.cached_hf_file(repo, names, revision or None)
+        if found:
+            return found
+    if cfg.url:
+        return hub.cached_url_file(cfg.url, hub.torch_checkpoints_dir())
+    return None
+
+
+def build_timm(spec: str, name: str, pretrained: bool = True, file: Optional[str] = None) -> ImageModelBackbone:
+    """timm model ``name`` without classifier; weights from ``file`` when given, else timm's own."""
+    import timm
+    import timm.data
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if not timm.is_model(name):
+        raise NolabelError(f"unknown timm model {name!r}; see timm.list_models('*{name.split('.')[0][:8]}*')")
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except RuntimeError as exc:
+        raise NolabelError(f"timm: {exc} (see timm.list_pretrained('{name.split('.')[0]}*'))") from None
+    places = [hub.hf_cache_dir(), hub.torch_checkpoints_dir()]
+    weights = file
+    if pretrained and file is None:
+        if cfg is None or not (cfg.hf_hub_id or cfg.url):
+            raise NolabelError(f"timm model {name} has no pretrained weights; use timm:{name}?pretrained=false")
+        weights = _cached_weights(cfg)
+        if weights is None:
+            # timm prefers the hub when the config names a hub repo
+            online = hub.hf_online() if cfg.hf_hub_id else hub.reachable(cfg.url)
+            if not online:
+                raise hub.no_weights_error(spec, places, f"local:FILE?arch=timm:{name}")
+    overlay = {"file": str(weights)} if weights else None
+    try:
+        model = timm.create_model(name, pretrained=pretrained, num_classes=0, pretrained_cfg_overlay=overlay)
+    except (OSError, HfHubHTTPError) as exc:
+        raise hub.download_error(spec, exc, places, f"local:FILE?arch=timm:{name}") from None
+    except RuntimeError as exc:
+        if file is None:
+            raise
+        first = str(exc).strip().splitlines()[0]
+        raise NolabelError(f"{file} does not fit timm model {name}: {first}") from None
+    data_cfg = timm.data.resolve_data_config({}, model=model)
+    transform = timm.data.create_transform(**data_cfg, is_training=False)
+    dim = getattr(model, "head_hidden_size", None) or model.num_features
+    preprocessing = {
+        "input_size": list(data_cfg["input_size"]),
+        "interpolation": data_cfg["interpolation"],
+        "crop_pct": data_cfg["crop_pct"],
+        "crop_mode": data_cfg.get("crop_mode", "center"),
+        "mean": list(data_cfg["mean"]),
+        "std": list(data_cfg["std"]),
+        "transform": transform_info(transform),
+    }
+    extra = {"weights": str(weights) if weights else ("timm default" if pretrained else None)}
+    return ImageModelBackbone(spec, model, transform, dim, preprocessing, extra)
+
+
+@adapter("timm", "timm:<model>[?pretrained=false]", ("image",), ("pretrained",))
+def _build(spec: Spec, modality: Optional[str]) -> ImageModelBackbone:
+    """timm model without its classifier, e.g. timm:vit_small_patch16_224.dino (see timm.list_models())."""
+    if not spec.body:
+        raise NolabelError("timm spec needs a model name, e.g. timm:vit_small_patch16_224.dino")
+    return build_timm(spec.text, spec.body, pretrained=spec.option_bool("pretrained", True))
