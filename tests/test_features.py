@@ -1,0 +1,138 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nolabel.backbones.base import Backbone
+from nolabel.data.base import Dataset
+from nolabel.errors import NolabelError
+from nolabel.features import embed_dataset, extract_features, load_features
+
+N, D_IN, DIM = 30, 5, 3
+
+
+class LinearBackbone(Backbone):
+    """x -> x @ W (fixed W); counts forward calls; raises on call number ``fail_on``."""
+
+    spec = "test:linear"
+    modality = "vector"
+    dim = DIM
+
+    def __init__(self, fail_on=None):
+        super().__init__()
+        self.weight = torch.arange(D_IN * DIM, dtype=torch.float32).reshape(D_IN, DIM) / 10 - 0.7
+        self.calls = 0
+        self.fail_on = fail_on
+
+    def preprocess(self, item):
+        return torch.as_tensor(item)
+
+    def forward_batch(self, batch):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise RuntimeError("killed")
+        return batch @ self.weight
+
+
+@pytest.fixture
+def dataset():
+    x = np.random.default_rng(0).normal(size=(N, D_IN)).astype(np.float32)
+    return Dataset(name="toy", modality="vector", source=x, ids=[str(i) for i in range(N)], labels=np.arange(N) % 3)
+
+
+def expected(dataset):
+    return dataset.source @ LinearBackbone().weight.numpy()
+
+
+def test_extract_writes_array_and_sidecar(tmp_path, dataset):
+    emb = extract_features(dataset, LinearBackbone(), tmp_path / "f.npy", batch_size=8, progress=False)
+    np.testing.assert_allclose(emb.array, expected(dataset), rtol=1e-5, atol=1e-6)
+    assert isinstance(emb.array, np.memmap) and emb.array.dtype == np.float32
+    meta = json.loads((tmp_path / "f.json").read_text())
+    assert meta["count"] == N and meta["dim"] == DIM and meta["dtype"] == "float32" and meta["normalized"] is False
+    assert meta["backbone"]["spec"] == "test:linear" and meta["dataset"]["name"] == "toy" and meta["created"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json", "f.npy"]
+    again = load_features(tmp_path / "f.npy")
+    np.testing.assert_array_equal(again.array, emb.array)
+    assert again.meta == meta
+
+
+def test_normalised_float16(tmp_path, dataset):
+    emb = extract_features(dataset, LinearBackbone(), tmp_path / "f.npy", batch_size=7, normalize=True, dtype="float16", progress=False)
+    ref = expected(dataset)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    assert emb.array.dtype == np.float16 and emb.meta["normalized"] is True
+    np.testing.assert_allclose(emb.array.astype(np.float32), ref, atol=1e-3)
+
+
+def test_killed_extraction_resumes_where_it_stopped(tmp_path, dataset):
+    ref = extract_features(dataset, LinearBackbone(), tmp_path / "ref.npy", batch_size=4, progress=False).array
+    out = tmp_path / "f.npy"
+    with pytest.raises(RuntimeError, match="killed"):
+        extract_features(dataset, LinearBackbone(fail_on=4), out, batch_size=4, progress=False)
+    assert not out.exists() and (tmp_path / "f.partial.npy").exists()
+    assert json.loads((tmp_path / "f.partial.json").read_text())["done"] == 12  # 3 batches of 4 flushed
+    with pytest.raises(NolabelError, match="unfinished"):
+        load_features(out)
+    backbone = LinearBackbone()
+    emb = extract_features(dataset, backbone, out, batch_size=4, progress=False)
+    assert backbone.calls == 8 - 3  # ceil(30 / 4) = 8 batches, 3 already on disk
+    np.testing.assert_array_equal(emb.array, ref)
+    assert not (tmp_path / "f.partial.npy").exists() and not (tmp_path / "f.partial.json").exists()
+
+
+def test_partial_with_other_settings_is_not_resumed(tmp_path, dataset):
+    out = tmp_path / "f.npy"
+    with pytest.raises(RuntimeError):
+        extract_features(dataset, LinearBackbone(fail_on=3), out, batch_size=4, progress=False)
+    backbone = LinearBackbone()
+    emb = extract_features(dataset, backbone, out, batch_size=4, normalize=True, progress=False)
+    assert backbone.calls == 8
+    np.testing.assert_allclose(np.linalg.norm(emb.array, axis=1), 1.0, rtol=1e-6)
+
+
+def test_worker_processes_give_the_same_rows(tmp_path, dataset):
+    emb = extract_features(dataset, LinearBackbone(), tmp_path / "f.npy", batch_size=8, num_workers=1, progress=False)
+    np.testing.assert_allclose(emb.array, expected(dataset), rtol=1e-5, atol=1e-6)
+
+
+def test_embed_dataset_in_memory(dataset):
+    x = embed_dataset(dataset, LinearBackbone(), batch_size=16, normalize=True)
+    ref = expected(dataset)
+    np.testing.assert_allclose(x, ref / np.linalg.norm(ref, axis=1, keepdims=True), rtol=1e-5)
+
+
+def test_unknown_dim_is_probed(tmp_path, dataset):
+    backbone = LinearBackbone()
+    backbone.dim = 0
+    emb = extract_features(dataset, backbone, tmp_path / "f.npy", batch_size=16, progress=False)
+    assert emb.array.shape == (N, DIM) and emb.meta["dim"] == DIM
+
+
+def test_load_features_rejects_broken_files(tmp_path, dataset):
+    with pytest.raises(NolabelError, match="no embeddings"):
+        load_features(tmp_path / "nothing.npy")
+    extract_features(dataset, LinearBackbone(), tmp_path / "f.npy", progress=False)
+    side = tmp_path / "f.json"
+    meta = json.loads(side.read_text())
+    side.write_text("{not json")
+    with pytest.raises(NolabelError, match="corrupt"):
+        load_features(tmp_path / "f.npy")
+    side.write_text(json.dumps(dict(meta, count=N + 1)))
+    with pytest.raises(NolabelError, match="sidecar says"):
+        load_features(tmp_path / "f.npy")
+    side.unlink()
+    with pytest.raises(NolabelError, match="no sidecar"):
+        load_features(tmp_path / "f.npy")
+    (tmp_path / "g.npy").write_bytes(b"garbage")
+    (tmp_path / "g.json").write_text(json.dumps(meta))
+    with pytest.raises(NolabelError, match="not a readable"):
+        load_features(tmp_path / "g.npy")
+
+
+def test_bad_arguments(tmp_path, dataset):
+    with pytest.raises(NolabelError, match="dtype"):
+        extract_features(dataset, LinearBackbone(), tmp_path / "f.npy", dtype="int8", progress=False)
+    with pytest.raises(NolabelError, match="empty"):
+        extract_features(dataset.subset([]), LinearBackbone(), tmp_path / "f.npy", progress=False)

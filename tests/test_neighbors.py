@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+
+from nolabel.errors import NolabelError
+from nolabel.neighbors import Neighbors, knn, neighbor_purity, purity_at_k
+
+EXACT = ["torch", "faiss"]
+
+
+def brute_force(x, k):
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = xn.astype(np.float64) @ xn.T.astype(np.float64)
+    np.fill_diagonal(sims, -np.inf)
+    idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(sims, idx, axis=1)
+
+
+@pytest.fixture
+def data():
+    return np.random.default_rng(0).normal(size=(150, 12)).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", EXACT)
+def test_exact_backends_equal_brute_force(data, backend):
+    nb = knn(data, 7, backend=backend, device="cpu")
+    idx, sims = brute_force(data, 7)
+    assert nb.indices.dtype == np.int64 and nb.similarities.dtype == np.float32
+    assert nb.indices.shape == (150, 7) and nb.k == 7
+    np.testing.assert_array_equal(nb.indices, idx)
+    np.testing.assert_allclose(nb.similarities, sims, atol=1e-5)
+
+
+def test_scale_does_not_matter(data):
+    scaled = data * np.random.default_rng(1).uniform(0.1, 10, size=(len(data), 1)).astype(np.float32)
+    np.testing.assert_array_equal(knn(scaled, 5, backend="torch", device="cpu").indices, knn(data, 5, backend="torch", device="cpu").indices)
+
+
+@pytest.mark.parametrize("backend", EXACT + ["faiss-ivf"])
+def test_self_is_never_its_own_neighbour_even_with_duplicates(backend):
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(40, 6)).astype(np.float32)
+    x = np.concatenate([base, np.repeat(base[:3], 6, axis=0)])  # rows 0..2 have 6 exact copies each
+    nb = knn(x, 8, backend=backend, device="cpu", nlist=1)
+    assert not (nb.indices == np.arange(len(x))[:, None]).any()
+    copies_of_0 = {0} | set(range(40, 46))
+    for row in copies_of_0:
+        assert copies_of_0 - {row} <= set(nb.indices[row].tolist())
+        np.testing.assert_allclose(nb.similarities[row, :6], 1.0, atol=1e-5)
+
+
+def test_chunking_does_not_change_the_result(data):
+    small = knn(data, 9, backend="torch", chunk_size=7, device="cpu")
+    large = knn(data, 9, backend="torch", chunk_size=4096, device="cpu")
+    np.testing.assert_array_equal(small.indices, large.indices)
+    np.testing.assert_allclose(small.similarities, large.similarities, atol=1e-6)
+
+
+def test_ivf_recall_on_clustered_data():
+    rng = np.random.default_rng(3)
+    centers = rng.normal(size=(30, 32))
+    x = (centers[rng.integers(0, 30, 3000)] + 0.3 * rng.normal(size=(3000, 32))).astype(np.float32)
+    exact = knn(x, 10, backend="faiss")
+    approx = knn(x, 10, backend="faiss-ivf")
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx.indices, exact.indices)])
+    assert recall >= 0.9
+    assert not (approx.indices == np.arange(3000)[:, None]).any()
+
+
+def test_ivf_rows_short_of_neighbours_are_completed_exactly(data):
+    # 75 lists for 150 rows, one probed: no list holds k + 1 = 13 rows, so every row is redone exactly
+    nb = knn(data, 12, backend="faiss-ivf", nlist=75, nprobe=1, device="cpu")
+    exact = knn(data, 12, backend="torch", device="cpu")
+    np.testing.assert_array_equal(nb.indices, exact.indices)
+    np.testing.assert_allclose(nb.similarities, exact.similarities, atol=1e-6)
+
+
+def test_rows_sorted_by_similarity(data):
+    nb = knn(data, 10, device="cpu")
+    assert (np.diff(nb.similarities, axis=1) <= 0).all()
+
+
+def test_save_and_load_round_trip(tmp_path, data):
+    nb = knn(data, 4, backend="torch", device="cpu")
+    nb.save(tmp_path / "x.knn4.npz")
+    back = Neighbors.load(tmp_path / "x.knn4.npz")
+    np.testing.assert_array_equal(back.indices, nb.indices)
+    np.testing.assert_array_equal(back.similarities, nb.similarities)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.knn4.npz"]
+    with pytest.raises(NolabelError):
+        Neighbors.load(tmp_path / "missing.npz")
+    (tmp_path / "bad.npz").write_text("not a zip")
+    with pytest.raises(NolabelError):
+        Neighbors.load(tmp_path / "bad.npz")
+
+
+def test_user_errors(data):
+    with pytest.raises(NolabelError, match="neighbours among"):
+        knn(data, 150)
+    zero = data.copy()
+    zero[5] = 0
+    with pytest.raises(NolabelError, match="row 5"):
+        knn(zero, 3)
+    with pytest.raises(NolabelError, match="backend"):
+        knn(data, 3, backend="annoy")
+    with pytest.raises(NolabelError):
+        knn(data[0], 3)
+
+
+def test_purity_known_answer():
+    indices = np.array([[1, 2], [0, 2], [0, 1], [2, 0]])
+    labels = np.array([0, 0, 1, 1])
+    assert neighbor_purity(indices, labels) == pytest.approx(3 / 8)
+    assert purity_at_k(indices, labels, ks=(1, 2, 5)) == pytest.approx({1: 3 / 4, 2: 3 / 8})
+    with pytest.raises(NolabelError):
+        neighbor_purity(indices, labels[:3])
