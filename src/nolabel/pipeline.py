@@ -236,15 +236,22 @@ class Pipeline:
     def predict(self, data: str | Sequence[Any], name: str | None = None, batch_size: int | None = None):
         """Assign new items with the run's backbone and fitted method.
 
-        ``data`` is a data spec (folder, text file, ...) or a list of image paths or texts.
-        Returns an :class:`~nolabel.assignments.Assignment` (cluster and confidence per item).
+        ``data`` is a data spec (folder, text file, ...), a :class:`~nolabel.data.base.Dataset`,
+        or a list of image paths or texts. Returns an
+        :class:`~nolabel.assignments.Assignment` (cluster and confidence per item).
         """
         from . import backbones
         from .assignments import Assignment
         from .data import items_dataset, load_dataset
+        from .data.base import Dataset
         from .features import embed_dataset
 
-        dataset = load_dataset(data, split=self.config.split) if isinstance(data, (str, Path)) else items_dataset(data)
+        if isinstance(data, Dataset):
+            dataset = data
+        elif isinstance(data, (str, Path)):
+            dataset = load_dataset(str(data), split=self.config.split)
+        else:
+            dataset = items_dataset(list(data))
         model = backbones.get(self.config.backbone, device=self.config.device, modality=dataset.modality)
         x = embed_dataset(dataset, model, batch_size=batch_size or self.config.batch_size, normalize=self.config.normalize)
         return Assignment.from_proba(self.model(name).predict_proba(x), ids=np.asarray(dataset.ids, dtype=str))

@@ -1,0 +1,69 @@
+"""The command line as a user meets it: help, the embed -> cluster chain, one-line errors."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+
+
+def nolabel(*args, cwd=None, check=True):
+    proc = subprocess.run(
+        [sys.executable, "-m", "nolabel.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=ENV, timeout=300
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"nolabel {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def assert_user_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error:") and "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_help_lists_every_command():
+    out = nolabel("--help").stdout
+    for command in ("embed", "neighbors", "cluster", "evaluate", "run", "report", "predict", "export", "list", "demo"):
+        assert command in out
+    assert "--backbone" in nolabel("embed", "--help").stdout
+
+
+def test_embed_neighbors_cluster_evaluate_on_digits(tmp_path):
+    feats = tmp_path / "digits.npy"
+    nolabel("embed", "digits", "--backbone", "pixels", "--out", feats)
+    assert feats.exists() and (tmp_path / "digits.json").exists() and (tmp_path / "digits.items.npz").exists()
+    out = nolabel("neighbors", feats, "--k", "10").stdout
+    assert (tmp_path / "digits.knn10.npz").exists() and "purity" in out
+    out = nolabel("cluster", feats, "--method", "kmeans", "--k", "10", "--seeds", "0,1").stdout
+    assert "acc" in out and "+-" in out
+    result = tmp_path / "digits.kmeans"
+    assert (result / "summary.json").exists() and (result / "seed1" / "assignment.csv").exists()
+    out = nolabel("evaluate", result / "seed0" / "assignment.npz", "--features", feats).stdout
+    assert "nmi" in out and "ari" in out
+
+
+def test_user_errors_are_one_line(tmp_path):
+    assert_user_error(nolabel("embed", tmp_path / "missing", "--backbone", "pixels", "--out", tmp_path / "f.npy", check=False), "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_user_error(nolabel("embed", empty, "--backbone", "pixels", "--out", tmp_path / "f.npy", check=False), "no images")
+    assert_user_error(nolabel("embed", "digits", "--backbone", "nosuch:thing", "--out", tmp_path / "f.npy", check=False))
+    feats = tmp_path / "d.npy"
+    nolabel("embed", "digits", "--backbone", "pixels", "--out", feats)
+    assert_user_error(nolabel("cluster", feats, "--method", "kmeans", "--k", "5000", check=False), "5000")
+    assert_user_error(nolabel("cluster", feats, "--method", "nope", "--k", "3", check=False), "unknown method")
+    assert_user_error(nolabel("cluster", feats, "--method", "kmeans", "--k", "3", "-p", "bogus=1", check=False), "bogus")
+    assert_user_error(nolabel("run", "digits", "--k", "1", "--out", tmp_path / "r", check=False), "at least 2")
+    assert_user_error(nolabel("report", tmp_path / "nothing", check=False), "not a nolabel run folder")
+
+
+def test_list_commands():
+    assert "kmeans" in nolabel("list", "methods").stdout
+    assert "pixels" in nolabel("list", "backbones").stdout
+    assert "digits" in nolabel("list", "datasets").stdout
