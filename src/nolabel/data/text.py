@@ -1,0 +1,202 @@
+"""Text data sets: one document per line, or a CSV/TSV with text and label columns.
+
+Plain text: ``NAME.txt`` holds one document per line (lines split on "\\n" only, so
+a stray form feed inside a document cannot shift it against its label); labels come
+from a file with one label per line, by default ``NAME_label.txt`` (or
+``NAME_labels.txt``) beside it. The two files must have the same number of lines.
+
+CSV: ``text_columns`` (indices or header names) are joined with a space into the
+document; ``label_column`` names the label. Defaults: the first row is a header when
+it names a known column (text, label, class, title, ...) or ``csv.Sniffer`` says so;
+with a header the label is the column named label/class/category/target/y and the
+text is the columns named text/title/description/... (else all other columns);
+without one the label is column 0 when every value there is an integer
+(``class,title,description`` as in AG News) and the text is the rest.
+
+Labels: integer labels with a class-names file beside the data (``NAME_classes.txt``,
+the same without its last ``_part`` as in ``agnews_test.csv`` -> ``agnews_classes.txt``,
+or ``classes.txt``; one name per line) index those names, 1-based unless a 0 occurs;
+otherwise labels are encoded to 0..C-1 in sorted order (numbers numerically).
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import NolabelError
+from .arrays import encode_labels
+from .base import Dataset, as_path
+
+LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "y", "topic")
+TEXT_COLUMNS = ("text", "sentence", "content", "body", "document", "title", "description", "abstract", "question", "review")
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """The lines of a UTF-8 file (a final newline ends the last line, it does not add one)."""
+    path = as_path(path)
+    if not path.is_file():
+        raise NolabelError(f"no such file: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise NolabelError(f"{path} is not UTF-8 text (bad byte at offset {exc.start}); re-save it as UTF-8") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
+def find_class_names(data_path: Path) -> Path | None:
+    """A class-names file beside ``data_path`` (see the module docstring), or None."""
+    stem = data_path.stem
+    candidates = []
+    while stem:
+        candidates.append(data_path.with_name(f"{stem}_classes.txt"))
+        stem = stem.rpartition("_")[0]
+    candidates.append(data_path.with_name("classes.txt"))
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def labels_with_names(raw: Sequence[str], names_path: Path | None, what: str) -> tuple[np.ndarray, list[str]]:
+    """Encode raw label strings; integer labels index the names in ``names_path`` when given."""
+    empty = next((i for i, v in enumerate(raw) if not str(v).strip()), None)
+    if empty is not None:
+        raise NolabelError(f"{what}: label {empty + 1} is empty; every item needs a label")
+    if names_path is not None and all(str(v).strip().lstrip("+-").isdigit() for v in raw):
+        names = [line.strip() for line in read_lines(names_path) if line.strip()]
+        values = np.asarray([int(v) for v in raw], dtype=np.int64)
+        codes = values if (values == 0).any() else values - 1
+        if codes.size and (codes.min() < 0 or codes.max() >= len(names)):
+            raise NolabelError(f"{what}: labels {values.min()}..{values.max()} do not fit the {len(names)} names in {names_path}")
+        return codes, names
+    return encode_labels([str(v).strip() for v in raw])
+
+
+def text_dataset(docs: list[str], labels=None, class_names=None, name: str = "texts", origin: str = "") -> Dataset:
+    width = len(str(max(len(docs) - 1, 0)))
+    return Dataset(
+        name=name,
+        modality="text",
+        source=docs,
+        ids=[f"{i:0{width}d}" for i in range(len(docs))],
+        labels=labels,
+        class_names=class_names,
+        origin=origin,
+    )
+
+
+def load_text(path: str | os.PathLike, labels: str | os.PathLike | None = None, name: str | None = None) -> Dataset:
+    """One document per line of ``path``; labels one per line from ``labels`` or ``NAME_label.txt``."""
+    path = as_path(path)
+    docs = read_lines(path)
+    if not docs:
+        raise NolabelError(f"{path} is empty; expected one document per line")
+    if labels is None:
+        beside = [path.with_name(f"{path.stem}_{s}{path.suffix}") for s in ("label", "labels")]
+        label_path = next((p for p in beside if p.is_file()), None)
+    else:
+        label_path = as_path(labels)
+    codes = class_names = None
+    if label_path is not None:
+        raw = read_lines(label_path)
+        if len(raw) != len(docs):
+            raise NolabelError(
+                f"{path} has {len(docs)} lines but {label_path} has {len(raw)}; they must match line by line"
+            )
+        codes, class_names = labels_with_names(raw, find_class_names(path), str(label_path))
+    return text_dataset(docs, codes, class_names, name=name or path.stem, origin=str(path))
+
+
+def _column(spec: int | str, header: list[str] | None, width: int, path: Path) -> int:
+    if isinstance(spec, int):
+        if not -width <= spec < width:
+            raise NolabelError(f"{path} has {width} columns; column {spec} does not exist")
+        return spec % width
+    if header is None:
+        raise NolabelError(f"{path} has no header row; give columns by index, not by name {spec!r}")
+    lowered = [h.strip().lower() for h in header]
+    if spec.strip().lower() not in lowered:
+        raise NolabelError(f"{path} has no column {spec!r}; its columns are {', '.join(header)}")
+    return lowered.index(spec.strip().lower())
+
+
+def _has_header(first: list[str], sample: str) -> bool:
+    known = set(LABEL_COLUMNS) | set(TEXT_COLUMNS) | {"id"}
+    if any(cell.strip().lower() in known for cell in first):
+        return True
+    try:
+        return csv.Sniffer().has_header(sample)
+    except csv.Error:
+        return False
+
+
+def load_csv(
+    path: str | os.PathLike,
+    text_columns: int | str | Sequence[int | str] | None = None,
+    label_column: int | str | None = "auto",
+    header: bool | None = None,
+    delimiter: str | None = None,
+    name: str | None = None,
+) -> Dataset:
+    """Documents from a CSV (or ``.tsv``) file; ``label_column=None`` loads no labels."""
+    path = as_path(path)
+    if not path.is_file():
+        raise NolabelError(f"no such file: {path}")
+    delimiter = delimiter or ("\t" if path.suffix.lower() == ".tsv" else ",")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            sample = f.read(1 << 16)
+            f.seek(0)
+            rows = list(csv.reader(f, delimiter=delimiter))
+    except UnicodeDecodeError as exc:
+        raise NolabelError(f"{path} is not UTF-8 text (bad byte at offset {exc.start}); re-save it as UTF-8") from None
+    except csv.Error as exc:
+        raise NolabelError(f"cannot parse {path} as CSV ({exc})") from None
+    rows = [r for r in rows if r]
+    if not rows:
+        raise NolabelError(f"{path} is empty")
+    named = any(isinstance(c, str) for c in _as_list(text_columns) + [label_column] if c != "auto")
+    has_header = header if header is not None else named or _has_header(rows[0], sample)
+    head = rows[0] if has_header else None
+    body = rows[1:] if has_header else rows
+    if not body:
+        raise NolabelError(f"{path} has a header but no rows")
+    width = len(rows[0])
+    bad = next((i for i, r in enumerate(body) if len(r) != width), None)
+    if bad is not None:
+        raise NolabelError(f"{path} row {bad + 1 + int(has_header)} has {len(body[bad])} fields, expected {width}")
+
+    lowered = [h.strip().lower() for h in head] if head else []
+    if label_column == "auto":
+        if head is not None:
+            label_index = next((lowered.index(c) for c in LABEL_COLUMNS if c in lowered), None)
+        else:
+            integers = all(r[0].strip().lstrip("+-").isdigit() for r in body)
+            label_index = 0 if width > 1 and integers else None
+    else:
+        label_index = None if label_column is None else _column(label_column, head, width, path)
+    if text_columns is not None:
+        text_index = [_column(c, head, width, path) for c in _as_list(text_columns)]
+    else:
+        named_text = [i for i, h in enumerate(lowered) if h in TEXT_COLUMNS and i != label_index]
+        text_index = named_text or [i for i in range(width) if i != label_index]
+    if not text_index:
+        raise NolabelError(f"{path} has no text column besides the label; give text_columns")
+
+    docs = [" ".join(r[i].strip() for i in text_index if r[i].strip()) for r in body]
+    codes = class_names = None
+    if label_index is not None:
+        codes, class_names = labels_with_names([r[label_index] for r in body], find_class_names(path), str(path))
+    return text_dataset(docs, codes, class_names, name=name or path.stem, origin=str(path))
+
+
+def _as_list(columns: int | str | Sequence[int | str] | None) -> list[int | str]:
+    if columns is None:
+        return []
+    if isinstance(columns, (int, str)):
+        return [columns]
+    return list(columns)
