@@ -1,0 +1,176 @@
+"""End-to-end clustering of MNIST test (10,000 images) on the CPU: pretext -> k-NN -> SCAN -> self-label, and LSD-C.
+
+    .venv/bin/python benchmarks/mnist_end_to_end.py                      # seed 0, default epochs
+    .venv/bin/python benchmarks/mnist_end_to_end.py --seeds 0 1 2 --scan-epochs 30
+    .venv/bin/python benchmarks/mnist_end_to_end.py --quick              # 2,000 images, 1 epoch each
+
+Stages (labels are read only to score each stage, never to choose anything):
+1. pretext: the small_cnn SimCLR checkpoint ``--pretext`` (default the one
+   benchmarks/pretext_mnist.py writes with ``--batch-size 128 --temperature 0.5 --epochs 15``);
+   trained here with those settings when the file is missing;
+2. backbone features -> 20-NN by cosine (:func:`nolabel.neighbors.knn`), their purity;
+   k-means (10 clusters, n_init 10) on raw pixels and on the L2-normalised features;
+3. :func:`scan_end_to_end` (whole network, ``digits`` augmentation, lowest-loss head);
+4. :func:`selflabel_end_to_end` from the SCAN model (threshold 0.99);
+5. :func:`lsdc_end_to_end` from the same pretext checkpoint (RICAP, cosine adjacency).
+Each stage records ACC / NMI / ARI (:func:`nolabel.metrics.evaluate`) and wall time.
+Runs resume from ``--out`` (default ``../runs/mnist_end_to_end``). Results go to
+benchmarks/results/mnist_end_to_end.{json,md} (``.quick`` for ``--quick``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PRETEXT = ROOT.parent / "runs" / "pretext_mnist" / "simclr_w32_e15_adam_b128_s0.4_t0.5.safetensors"
+
+
+def metrics(labels: np.ndarray, probs: np.ndarray | None = None, pred: np.ndarray | None = None) -> dict:
+    from nolabel.metrics import evaluate
+
+    pred = probs.argmax(1) if pred is None else pred
+    m = evaluate(labels, pred, probs)
+    return {k: round(m[k], 4) for k in ("acc", "nmi", "ari")} | {"cluster_sizes": m["cluster_sizes"]}
+
+
+def features(checkpoint: Path, images: torch.Tensor) -> np.ndarray:
+    from nolabel.backbones.local import load_backbone_checkpoint
+
+    net, cfg = load_backbone_checkpoint(checkpoint)
+    mean = torch.tensor(cfg["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(cfg["std"]).view(1, -1, 1, 1)
+    with torch.no_grad():
+        return torch.cat([net((images[i:i + 1000].float() / 255 - mean) / std) for i in range(0, len(images), 1000)]).numpy()
+
+
+def ensure_pretext(path: Path, data, seed: int) -> float:
+    """Train the SimCLR checkpoint when absent; returns the seconds spent (0 when reused)."""
+    if path.is_file():
+        return 0.0
+    from nolabel.pretext import train_simclr
+
+    t0 = time.perf_counter()
+    train_simclr(data, path, arch="small_cnn", arch_kwargs={"width": 32}, epochs=15, batch_size=128,
+                 optimizer="adam", temperature=0.5, augment={"hflip": False, "scale": (0.4, 1.0)}, device="cpu",
+                 seed=seed, progress=True)
+    return time.perf_counter() - t0
+
+
+def run_seed(args, data, labels, images, pretext: Path, seed: int) -> dict:
+    from sklearn.cluster import KMeans
+
+    from nolabel.neighbors import knn, normalize_rows, neighbor_purity
+    from nolabel.train import lsdc_end_to_end, scan_end_to_end, selflabel_end_to_end
+
+    out = args.out / f"seed{seed}"
+    stages: dict[str, dict] = {}
+    t0 = time.perf_counter()
+    feats = features(pretext, images)
+    nbrs = knn(feats, args.k, backend="torch", device="cpu")
+    stages["knn"] = {"purity": round(neighbor_purity(nbrs.indices, labels), 4), "k": args.k,
+                     "seconds": round(time.perf_counter() - t0, 1)}
+    for name, x in (("kmeans_pixels", images.reshape(len(images), -1).float().numpy() / 255),
+                    ("kmeans_pretext", normalize_rows(feats))):
+        t0 = time.perf_counter()
+        pred = KMeans(10, n_init=10, random_state=seed).fit_predict(x)
+        stages[name] = metrics(labels, pred=pred) | {"seconds": round(time.perf_counter() - t0, 1)}
+    common = dict(device="cpu", seed=seed, progress=True)
+    t0 = time.perf_counter()
+    scan = scan_end_to_end(data, pretext, 10, nbrs, epochs=args.scan_epochs, batch_size=128, lr=args.scan_lr,
+                           n_heads=args.heads, out_dir=out / "scan", **common)
+    stages["scan"] = metrics(labels, scan.predict_proba(data, device="cpu")) | {
+        "epochs": args.scan_epochs, "lr": args.scan_lr, "heads": args.heads, "head_kept": scan.config.get("selected_head"),
+        "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(sum(h["seconds"] for h in scan.history), 1)}
+    t0 = time.perf_counter()
+    sl = selflabel_end_to_end(data, scan, epochs=args.selflabel_epochs, batch_size=256, lr=args.selflabel_lr,
+                              threshold=0.99, out_dir=out / "selflabel", **common)
+    stages["selflabel"] = metrics(labels, sl.predict_proba(data, device="cpu")) | {
+        "epochs": args.selflabel_epochs, "lr": args.selflabel_lr,
+        "confident_last_epoch": round(sl.history[-1]["confident"], 4) if sl.history else None,
+        "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(sum(h["seconds"] for h in sl.history), 1)}
+    t0 = time.perf_counter()
+    ls = lsdc_end_to_end(data, pretext, 10, epochs=args.lsdc_epochs, batch_size=256, lr=args.lsdc_lr,
+                         composition="ricap", adjacency_kind="cosine", threshold=args.lsdc_tau,
+                         rampup_epochs=args.lsdc_epochs, out_dir=out / "lsdc", **common)
+    stages["lsdc"] = metrics(labels, ls.predict_proba(data, device="cpu")) | {
+        "epochs": args.lsdc_epochs, "lr": args.lsdc_lr, "tau": args.lsdc_tau,
+        "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(sum(h["seconds"] for h in ls.history), 1)}
+    return stages
+
+
+def table(result: dict) -> str:
+    rows = ["# End-to-end clustering on MNIST test (small_cnn, CPU)", "",
+            "Written by `benchmarks/mnist_end_to_end.py`; labels used only to score. "
+            f"{result['images']} images, pretext `{Path(result['pretext']).name}`, threads {result['threads']}.", "",
+            "| stage | seeds | ACC | NMI | ARI | 20-NN purity | wall s (mean) |", "|---|---|---|---|---|---|---|"]
+    seeds = result["seeds"]
+    for stage in ("kmeans_pixels", "kmeans_pretext", "knn", "scan", "selflabel", "lsdc"):
+        runs = [result["per_seed"][str(s)][stage] for s in seeds]
+        cell = {}
+        for key in ("acc", "nmi", "ari", "purity"):
+            vals = [r[key] for r in runs if key in r]
+            cell[key] = "" if not vals else (f"{100 * np.mean(vals):.2f}" + (f" ± {100 * np.std(vals):.2f}" if len(vals) > 1 else ""))
+        wall = np.mean([r["seconds"] for r in runs])
+        rows.append(f"| {stage} | {len(runs)} | {cell['acc']} | {cell['nmi']} | {cell['ari']} | {cell['purity']} | {wall:.0f} |")
+    return "\n".join(rows) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "mnist"))
+    parser.add_argument("--pretext", type=Path, default=PRETEXT)
+    parser.add_argument("--out", type=Path, default=ROOT.parent / "runs" / "mnist_end_to_end")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--heads", type=int, default=3)
+    parser.add_argument("--scan-epochs", type=int, default=15)
+    parser.add_argument("--scan-lr", type=float, default=1e-4)
+    parser.add_argument("--selflabel-epochs", type=int, default=10)
+    parser.add_argument("--selflabel-lr", type=float, default=1e-4)
+    parser.add_argument("--lsdc-epochs", type=int, default=8)
+    parser.add_argument("--lsdc-lr", type=float, default=1e-4)
+    parser.add_argument("--lsdc-tau", type=float, default=0.9)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="2,000 images, 1 epoch per stage")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from nolabel.data import load_dataset
+    from nolabel.pretext.common import image_source
+
+    data = load_dataset(f"mnist:{args.data}", split="test")
+    if args.quick:
+        data = data.subset(np.arange(2000), name="mnist-test[:2000]")
+        args.scan_epochs = args.selflabel_epochs = args.lsdc_epochs = 1
+        args.out = args.out.with_name(args.out.name + "_quick")
+    labels = np.asarray(data.labels)
+    data.labels = None  # training sees no labels
+    images = image_source(data).cache
+    pretext_seconds = ensure_pretext(args.pretext, data, args.seeds[0])
+    result = {"images": len(data), "pretext": str(args.pretext), "pretext_train_seconds": round(pretext_seconds, 1),
+              "threads": args.threads, "machine": platform.processor() or platform.machine(), "seeds": args.seeds,
+              "per_seed": {}}
+    t_all = time.perf_counter()
+    for seed in args.seeds:
+        result["per_seed"][str(seed)] = run_seed(args, data, labels, images, args.pretext, seed)
+        print(json.dumps(result["per_seed"][str(seed)], indent=1))
+    result["total_seconds"] = round(time.perf_counter() - t_all, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = "mnist_end_to_end" + (".quick" if args.quick else "")
+    from nolabel.io import atomic_path, write_json
+
+    write_json(RESULTS / f"{stem}.json", result)
+    with atomic_path(RESULTS / f"{stem}.md") as tmp:
+        tmp.write_text(table(result))
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""SCAN's self-labelling step on frozen embeddings, on top of any clustering method.
+
+``SelfLabel(base=<estimator>)`` first fits ``base`` (unless it is already fitted), then
+fine-tunes a head on its own confident predictions. At every step, for a batch ``x``:
+
+- the "weak view" is the clean embedding: ``p = softmax(head(x))`` (no gradient);
+- samples with ``max_c p_c > threshold`` (0.99, SCAN) get the pseudo-label
+  ``y = argmax_c p_c``; a batch with none makes no update (never an error);
+- the "strong view" is the perturbed embedding
+  (:func:`~nolabel.nn.head_training.perturb`: ``dropout``, ``noise``), the stand-in for
+  SCAN's RandAugment + Cutout in feature space;
+- loss: class-balanced cross-entropy on the strong view,
+  ``sum_b w[y_b] CE(head(x'_b), y_b) / sum_b w[y_b]``, ``w_c = B_conf / count_c`` among
+  the confident samples of the batch (SCAN's code).
+
+The head starts as a copy of the base's kept head when the base has one (SCAN, TEMI,
+SeLa, LSD-C: ``cluster_head()``). Other bases (k-means) have none: a linear head is first
+fitted by cross-entropy to the base's hard assignments for ``warmup_epochs`` (a
+distillation), so that confident predictions exist. With ``ema`` (e.g. 0.999, SCAN's
+optional setting) the predictions come from an EMA of the head's weights.
+
+Defaults on frozen embeddings: Adam lr 1e-4 (SCAN), weight decay 1e-4, batch 1000
+(SCAN), 50 epochs (SCAN runs 200 on images; the frozen head converges much sooner).
+``history_`` holds the mean loss per epoch and ``confident_`` the final fraction of
+samples above the threshold.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import NolabelError
+from ..nn.ema import EMA
+from ..nn.head_training import HeadMethod, make_optimizer, perturb
+from ..nn.losses import balanced_cross_entropy, class_balance_weights
+from . import register
+from .base import ClusterMethod
+
+
+def _as_estimator(base: Any, n_clusters: int, seed: int) -> ClusterMethod:
+    """``base`` as an estimator: one already, a ``{"method", "params"}`` dict, or a name."""
+    from . import get
+
+    if isinstance(base, ClusterMethod):
+        return base
+    if isinstance(base, str):
+        base = {"method": base, "params": {}}
+    if isinstance(base, dict) and "method" in base:
+        params = {k: v for k, v in base.get("params", {}).items() if k not in ("n_clusters", "seed")}
+        return get(base["method"])(n_clusters=n_clusters, seed=seed, **params)
+    raise NolabelError(f"selflabel needs a base method (an estimator or a method name), got {base!r}")
+
+
+@register("selflabel")
+class SelfLabel(HeadMethod):
+    """Self-labelling (SCAN step 3) of a base method's confident predictions."""
+
+    def __init__(
+        self,
+        n_clusters: int = 10,
+        base: Any = "scan",
+        threshold: float = 0.99,
+        ema: float | None = None,
+        dropout: float = 0.1,
+        noise: float = 0.1,
+        warmup_epochs: int = 10,
+        epochs: int = 50,
+        batch_size: int = 1000,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        seed: int = 0,
+        device: str | None = None,
+        progress: bool = False,
+    ):
+        super().__init__(n_clusters=n_clusters, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, normalize=True, device=device, progress=progress)
+        if not 0.0 < threshold < 1.0:
+            raise NolabelError(f"threshold must lie in (0, 1), got {threshold}")
+        self.base = _as_estimator(base, n_clusters, seed)
+        if self.base.n_clusters != n_clusters:
+            raise NolabelError(f"the base method makes {self.base.n_clusters} clusters, selflabel was asked for {n_clusters}")
+        self.needs_neighbors = self.base.needs_neighbors
+        self.n_neighbors = getattr(self.base, "n_neighbors", None)
+        self.threshold = threshold
+        self.ema = ema
+        self.dropout = dropout
+        self.noise = noise
+        self.warmup_epochs = warmup_epochs
+        self.confident_: float = 0.0
+
+    def get_params(self) -> dict[str, Any]:
+        params = super().get_params()
+        params["base"] = {"method": self.base.name, "params": self.base.get_params()}
+        return params
+
+    def _start_head(self, x: np.ndarray, neighbors: np.ndarray | None, X: torch.Tensor):
+        """The head to fine-tune and whether it reads L2-normalised embeddings."""
+        if not self.base._is_fitted():
+            self.base.fit(x, neighbors)
+        if isinstance(self.base, HeadMethod):
+            head, normalized = self.base.cluster_head()
+            return head.to(self._device), normalized
+        targets = torch.as_tensor(self.base.predict(x), device=self._device)
+        head = self._new_head(X.shape[1], 1)
+        opt = make_optimizer("adam", head.parameters(), 1e-3, self.weight_decay)
+
+        def distill(idx: torch.Tensor, t: int) -> float:
+            loss = balanced_cross_entropy(head(X[idx]), targets[idx]).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return float(loss.detach())
+
+        self._run_epochs(len(X), distill, epochs=self.warmup_epochs)
+        return head, True
+
+    def _fit(self, x: np.ndarray, neighbors: np.ndarray | None) -> None:
+        X = self._setup(x)
+        head, normalized = self._start_head(x, neighbors, X)
+        if not normalized:
+            self._normalize_inputs = False
+            X = self._inputs(x)
+        teacher = EMA(head) if self.ema else None
+        opt = make_optimizer("adam", head.parameters(), self.lr, self.weight_decay)
+
+        def step(idx: torch.Tensor, t: int) -> float | None:
+            with torch.no_grad():
+                p = torch.softmax((teacher.module if teacher else head)(X[idx])[0], dim=-1)
+            conf, y = p.max(-1)
+            mask = conf > self.threshold
+            if not bool(mask.any()):
+                return None
+            y = y[mask]
+            strong = perturb(X[idx][mask], self.dropout, self.noise, self._dev_gen)
+            loss = balanced_cross_entropy(head(strong), y, class_balance_weights(y, self.n_clusters)).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if teacher:
+                teacher.update(head, self.ema)
+            return float(loss.detach())
+
+        self._run_epochs(len(X), step)
+        self.head_ = copy.deepcopy(teacher.module if teacher else head)
+        for p in self.head_.parameters():
+            p.requires_grad_(True)
+        probs = torch.softmax(self._all_logits(self.head_, X)[0], dim=-1)
+        self.confident_ = float((probs.max(-1).values > self.threshold).float().mean())
+        self.head_losses_ = [self.history_[-1]] if self.history_ else []
+
+    def _state_extra(self) -> dict[str, Any]:
+        return {**super()._state_extra(), "confident": self.confident_}
+
+    def _load_state(self, tensors: dict[str, torch.Tensor], extra: dict[str, Any]) -> None:
+        super()._load_state(tensors, extra)
+        self.confident_ = float(extra.get("confident", 0.0))

@@ -1,0 +1,223 @@
+"""The shared base of head-based clustering methods on frozen embeddings.
+
+:class:`HeadMethod` is a :class:`~nolabel.methods.base.ClusterMethod` whose fitted state is
+one :class:`~nolabel.nn.heads.MultiHead` head (``head_``, the head kept after training
+several) applied to the embeddings, L2-normalised when ``normalize`` (cosine geometry,
+the one the neighbours are mined in). It provides
+
+- the in-memory minibatch loop (:meth:`HeadMethod._run_epochs`): the whole embedding
+  matrix lives on the device as one tensor; each epoch is a seeded ``randperm`` of the
+  rows cut into batches (the last incomplete batch is dropped when there is at least one
+  full batch); no DataLoader and no per-sample Python; a tqdm bar with the epoch loss
+  when ``progress``;
+- seeded generators (CPU for indices, the device for noise), so a CPU run is
+  deterministic given ``seed``;
+- ``predict_proba = softmax(head_(x))`` in row chunks; save/load of the head, its
+  architecture, the per-epoch loss ``history_`` and each trained head's selection loss
+  ``head_losses_``;
+- :meth:`HeadMethod.cluster_head`, the common accessor a second stage (self-labelling)
+  uses to continue training the fitted head.
+
+:func:`perturb` is the feature-space "strong augmentation" used where a method needs a
+second view of an embedding: inverted dropout then Gaussian noise scaled by the row's
+root-mean-square, ``x' = x * m / (1 - p) + s * rms(x) * eps``, ``m ~ Bernoulli(1 - p)``,
+``eps ~ N(0, I)``.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..errors import NolabelError
+from ..methods.base import ClusterMethod
+from .heads import MultiHead
+
+#: rows per forward pass at prediction time
+PREDICT_CHUNK = 16384
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device``, or CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def perturb(x: torch.Tensor, dropout: float, noise: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Feature-space augmentation: inverted dropout with rate ``dropout``, then additive
+    Gaussian noise of standard deviation ``noise * rms(x_row)``."""
+    out = x
+    if dropout > 0:
+        keep = torch.rand(x.shape, generator=generator, device=x.device) >= dropout
+        out = out * keep / (1.0 - dropout)
+    if noise > 0:
+        rms = x.pow(2).mean(-1, keepdim=True).sqrt()
+        out = out + noise * rms * torch.randn(x.shape, generator=generator, device=x.device)
+    return out
+
+
+def random_neighbors(neighbors: torch.Tensor, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One neighbour per row of ``idx``, uniform over the columns of ``neighbors``."""
+    col = torch.randint(neighbors.shape[1], (len(idx),), generator=generator).to(neighbors.device)
+    return neighbors[idx, col]
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """``"adam"`` (Adam), ``"adamw"`` (AdamW) or ``"sgd"`` (momentum 0.9)."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise NolabelError(f"unknown optimizer {name!r}; choose adam, adamw or sgd")
+
+
+class HeadMethod(ClusterMethod):
+    """Base of the frozen-feature head methods (SCAN, TEMI, SeLa, LSD-C, self-labelling)."""
+
+    #: how many neighbours ``fit`` reads (None when the method needs none)
+    n_neighbors: int | None = None
+
+    def __init__(
+        self,
+        n_clusters: int = 10,
+        seed: int = 0,
+        *,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        weight_decay: float = 0.0,
+        normalize: bool = True,
+        device: str | None = None,
+        progress: bool = False,
+    ):
+        super().__init__(n_clusters=n_clusters, seed=seed)
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.normalize = normalize
+        self.device = device
+        self.progress = progress
+        self.head_: MultiHead | None = None
+        self.history_: list[float] = []
+        self.head_losses_: list[float] = []
+
+    # ---- set-up ------------------------------------------------------------------------
+    def _setup(self, x: np.ndarray) -> torch.Tensor:
+        """Resolve the device, seed the generators, return the prepared embeddings."""
+        if self.epochs < 1 or self.batch_size < 1:
+            raise NolabelError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        self._device = resolve_device(self.device)
+        self._cpu_gen = torch.Generator().manual_seed(int(self.seed))
+        if self._device.type == "cpu":
+            self._dev_gen = self._cpu_gen
+        else:
+            self._dev_gen = torch.Generator(device=self._device).manual_seed(int(self.seed))
+        self._normalize_inputs = bool(self.normalize)
+        self.history_, self.head_losses_ = [], []
+        return self._inputs(x)
+
+    def _inputs(self, x: np.ndarray) -> torch.Tensor:
+        """Embeddings as a float32 tensor on the device, L2-normalised when configured."""
+        if getattr(self, "_device", None) is None:
+            self._device = resolve_device(self.device)
+        t = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32).to(self._device)
+        if getattr(self, "_normalize_inputs", self.normalize):
+            t = torch.nn.functional.normalize(t, dim=1)
+        return t
+
+    def _neighbors(self, neighbors: np.ndarray) -> torch.Tensor:
+        """The first ``n_neighbors`` columns (all when fewer) as a device tensor."""
+        k = min(int(self.n_neighbors or neighbors.shape[1]), neighbors.shape[1])
+        return torch.as_tensor(np.ascontiguousarray(neighbors[:, :k]), dtype=torch.int64).to(self._device)
+
+    def _new_head(self, in_dim: int, n_heads: int, hidden: int | None = None, n_layers: int = 1,
+                  n_clusters: int | None = None) -> MultiHead:
+        gen = torch.Generator().manual_seed(int(self.seed) + 1)
+        head = MultiHead(in_dim, n_clusters or self.n_clusters, n_heads, hidden=hidden, n_layers=n_layers, generator=gen)
+        return head.to(self._device)
+
+    # ---- the training loop ---------------------------------------------------------------
+    def _steps_per_epoch(self, n: int) -> int:
+        return n // self.batch_size if n >= self.batch_size else 1
+
+    def _run_epochs(
+        self,
+        n: int,
+        step: Callable[[torch.Tensor, int], float | None],
+        epochs: int | None = None,
+    ) -> list[float]:
+        """Call ``step(batch_indices, global_step)`` over ``epochs`` (default ``self.epochs``)
+        shuffled passes over ``n`` rows.
+
+        ``step`` returns the batch loss, or None for a batch it skipped. Returns (and sets
+        ``history_`` to) the mean loss per epoch (NaN for an epoch without a step).
+        """
+        from tqdm.auto import tqdm
+
+        per_epoch = self._steps_per_epoch(n)
+        bs = min(self.batch_size, n)
+        history: list[float] = []
+        bar = tqdm(range(self.epochs if epochs is None else epochs), desc=self.name or type(self).__name__,
+                   disable=not self.progress, leave=False)
+        t = 0
+        for _ in bar:
+            order = torch.randperm(n, generator=self._cpu_gen).to(self._device)
+            losses = []
+            for b in range(per_epoch):
+                loss = step(order[b * bs : (b + 1) * bs], t)
+                t += 1
+                if loss is not None:
+                    losses.append(loss)
+            history.append(float(np.mean(losses)) if losses else float("nan"))
+            bar.set_postfix(loss=f"{history[-1]:.4f}")
+        self.history_ = history
+        return history
+
+    @torch.no_grad()
+    def _all_logits(self, head: MultiHead, x: torch.Tensor) -> torch.Tensor:
+        """``head`` over every row of ``x``, in chunks: ``(H, N, K)`` logits."""
+        return torch.cat([head(x[i : i + PREDICT_CHUNK]) for i in range(0, len(x), PREDICT_CHUNK)], dim=1)
+
+    # ---- prediction and the head accessor --------------------------------------------
+    def _predict_proba(self, x: np.ndarray) -> np.ndarray:
+        logits = self._all_logits(self.head_, self._inputs(x))[0]
+        return torch.softmax(logits.double(), dim=-1).float().cpu().numpy()
+
+    def cluster_head(self) -> tuple[MultiHead, bool]:
+        """A trainable copy of the kept head, and whether its inputs are L2-normalised;
+        ``softmax(head(l2norm(x) if normalised else x))[0]`` is ``predict_proba(x)``."""
+        self._check_fitted()
+        return copy.deepcopy(self.head_), bool(getattr(self, "_normalize_inputs", self.normalize))
+
+    # ---- persistence -------------------------------------------------------------------
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        if self.head_ is None:
+            return {}
+        return {f"head.{k}": v for k, v in self.head_.state_dict().items()}
+
+    def _state_extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {
+            "history": [float(v) for v in self.history_],
+            "head_losses": [float(v) for v in self.head_losses_],
+            "normalize_inputs": bool(getattr(self, "_normalize_inputs", self.normalize)),
+        }
+        if self.head_ is not None:
+            extra["head"] = self.head_.config()
+        return extra
+
+    def _load_state(self, tensors: dict[str, torch.Tensor], extra: dict[str, Any]) -> None:
+        self._device = resolve_device(self.device)
+        self._normalize_inputs = bool(extra.get("normalize_inputs", self.normalize))
+        self.history_ = list(extra.get("history", []))
+        self.head_losses_ = list(extra.get("head_losses", []))
+        self.head_ = None
+        if "head" in extra:
+            head = MultiHead(**extra["head"])
+            head.load_state_dict({k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")})
+            self.head_ = head.to(self._device)

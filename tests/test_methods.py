@@ -1,0 +1,142 @@
+"""The learned frozen-feature methods (SCAN, TEMI, SeLa, LSD-C, self-labelling) behind the
+estimator interface: accuracy on separable blobs, overclustering, save/load, seeds, bad input."""
+import numpy as np
+import pytest
+
+from nolabel import methods
+from nolabel.errors import NolabelError
+from nolabel.metrics import hungarian_acc, many_to_one_acc
+from nolabel.neighbors import knn
+
+K = 4
+#: small but real settings: every fit below takes a second or two on 2 cores
+FAST = {
+    "scan": {"epochs": 30, "batch_size": 128, "n_heads": 3},
+    "temi": {"epochs": 30, "batch_size": 128, "n_heads": 3, "hidden": 64, "warmup_epochs": 3},
+    "sela": {"epochs": 30, "batch_size": 128, "n_heads": 3, "n_relabel": 10},
+    "lsdc": {"epochs": 30, "batch_size": 128},
+}
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    """600 points in 4 Gaussian blobs in 16-d (not axis-aligned), with their 10-NN."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(K, 16)) * 3
+    y = np.repeat(np.arange(K), 150)
+    x = (centers[y] + rng.normal(size=(len(y), 16))).astype(np.float32)
+    return x, y, knn(x, 10).indices
+
+
+def make(name, k=K, seed=0, **extra):
+    return methods.get(name)(n_clusters=k, seed=seed, **{**FAST[name], **extra})
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_method_separates_blobs(name, blobs):
+    x, y, nb = blobs
+    est = make(name).fit(x, nb)
+    assert est.labels_.shape == (len(x),)
+    assert hungarian_acc(y, est.labels_) >= 0.95
+    proba = est.predict_proba(x)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
+    assert len(est.history_) == FAST[name]["epochs"]
+    assert len(est.head_losses_) == FAST[name].get("n_heads", 1)
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_save_load_round_trip_and_seed_determinism(name, blobs, tmp_path):
+    x, _, nb = blobs
+    est = make(name, seed=3).fit(x, nb)
+    loaded = methods.ClusterMethod.load(est.save(tmp_path / name))
+    assert type(loaded) is type(est)
+    np.testing.assert_allclose(loaded.predict_proba(x), est.predict_proba(x), atol=1e-6)
+    assert loaded.history_ == pytest.approx(est.history_)
+    again = make(name, seed=3).fit(x, nb)
+    np.testing.assert_array_equal(again.labels_, est.labels_)
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_overclustering(name, blobs):
+    """K = 2x classes: each cluster stays inside one blob (many-to-one ACC)."""
+    x, y, nb = blobs
+    est = make(name, k=2 * K, beta=1.0) if name == "temi" else make(name, k=2 * K)
+    est.fit(x, nb)
+    assert len(np.unique(est.labels_)) > K
+    assert many_to_one_acc(y, est.labels_) >= 0.95
+
+
+def test_head_is_chosen_by_lowest_loss(blobs):
+    x, _, nb = blobs
+    est = make("scan", n_heads=4).fit(x, nb)
+    from nolabel.methods.scan import whole_data_scan_loss
+
+    kept = np.argmin(est.head_losses_)
+    assert est.head_losses_[kept] == min(est.head_losses_)
+    # the kept head's loss, recomputed on the fitted estimator, equals the recorded one
+    import torch
+
+    p = torch.as_tensor(est.predict_proba(x))[None]
+    nbt = torch.as_tensor(nb[:, : est.n_neighbors])
+    assert float(whole_data_scan_loss(p, nbt, est.entropy_weight)[0]) == pytest.approx(est.head_losses_[kept], rel=1e-3)
+
+
+@pytest.mark.parametrize("base", ["scan", "kmeans"])
+def test_selflabel_on_top_of_a_method(base, blobs, tmp_path):
+    x, y, nb = blobs
+    first = make(base) if base in FAST else methods.get(base)(n_clusters=K, seed=0)
+    est = methods.get("selflabel")(n_clusters=K, seed=0, base=first, epochs=10, batch_size=200).fit(x, nb)
+    assert hungarian_acc(y, est.labels_) >= 0.95
+    assert est.confident_ > 0.5
+    loaded = methods.ClusterMethod.load(est.save(tmp_path / "sl"))
+    np.testing.assert_allclose(loaded.predict_proba(x), est.predict_proba(x), atol=1e-6)
+    assert loaded.get_params()["base"]["method"] == base
+
+
+def test_selflabel_without_confident_samples_does_not_crash(blobs):
+    x, y, nb = blobs
+    base = make("scan", epochs=1)
+    est = methods.get("selflabel")(n_clusters=K, base=base, threshold=0.999999, epochs=3).fit(x, nb)
+    assert est.labels_.shape == (len(x),)
+    assert all(np.isnan(est.history_))  # no batch passed the threshold: no update
+    np.testing.assert_allclose(est.predict_proba(x), base.predict_proba(x), atol=1e-6)
+
+
+def test_selflabel_by_name_and_mismatched_k():
+    est = methods.get("selflabel")(n_clusters=3, base="sela")
+    assert est.base.name == "sela" and est.base.n_clusters == 3
+    with pytest.raises(NolabelError, match="clusters"):
+        methods.get("selflabel")(n_clusters=3, base=methods.get("scan")(n_clusters=5))
+
+
+@pytest.mark.parametrize("name", ["scan", "temi", "lsdc"])
+def test_methods_that_need_neighbours_say_so(name, blobs):
+    x, _, _ = blobs
+    with pytest.raises(NolabelError, match="neighbours"):
+        make(name).fit(x)
+
+
+def test_lsdc_other_adjacencies_and_views(blobs):
+    x, y, _ = blobs
+    for adjacency in ("cosine", "l2", "sne"):
+        est = make("lsdc", adjacency=adjacency, view="perturb", mixup=0.3).fit(x)
+        assert hungarian_acc(y, est.labels_) >= 0.9, adjacency
+    with pytest.raises(NolabelError, match="adjacency"):
+        make("lsdc", adjacency="nope")
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_bad_input_is_a_clear_error(name, blobs):
+    x, _, nb = blobs
+    with pytest.raises(NolabelError, match="cannot make"):
+        make(name, k=len(x) + 1).fit(x, nb)
+    bad = x.copy()
+    bad[5, 2] = np.nan
+    with pytest.raises(NolabelError, match="NaN"):
+        make(name).fit(bad, nb)
+    with pytest.raises(NolabelError, match="not fitted"):
+        make(name).predict(x)
+
+
+def test_registry_lists_every_method():
+    assert {"kmeans", "scan", "selflabel", "temi", "sela", "lsdc"} <= set(methods.names())

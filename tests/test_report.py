@@ -1,0 +1,303 @@
+"""The HTML report: content, escaping, galleries, no-label runs, and a headless-browser render."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nolabel.assignments import Assignment
+from nolabel.data.base import Dataset, array_to_pil
+from nolabel.errors import NolabelError
+from nolabel.io import save_npy, write_json
+from nolabel.items import save_items
+from nolabel.report import build_report, plots, summary_table
+from nolabel.report.gallery import centrality, select_members, short_id, thumbnail_uri
+
+HOSTILE = "<script>alert(1)</script>&\"'"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;&#x27;"
+N_PER_CLASS = 40
+COLORS = np.array([[220, 40, 40], [40, 160, 60], [40, 80, 220]], dtype=np.float64)
+
+
+def _image_dataset(labels: np.ndarray, rng: np.random.Generator) -> Dataset:
+    """Small coloured squares (one colour per class, a bright disc, some noise)."""
+    n = len(labels)
+    yy, xx = np.mgrid[:24, :24]
+    disc = ((yy - 12) ** 2 + (xx - 12) ** 2 < 40)[..., None]
+    images = COLORS[labels][:, None, None, :] * (0.6 + 0.4 * disc) + rng.normal(0, 12, (n, 24, 24, 3))
+    images = np.clip(images, 0, 255).astype(np.uint8)
+    ids = [f"img/{i:04d}.png" for i in range(n)]
+    ids[0] = f"img/{HOSTILE}.png"
+    return Dataset("squares", "image", images, ids, labels=labels, class_names=["red", "green", HOSTILE], loader=array_to_pil)
+
+
+def _write_result(run: Path, name: str, clusters: np.ndarray, conf: np.ndarray, k: int, ids: list[str],
+                  metrics: dict, seeds: list[int], histories: dict[int, list]) -> dict:
+    """A method folder as the pipeline writes it; returns its run.json entry."""
+    stage = run / "stages" / f"method-{name}-abc123"
+    n = len(clusters)
+    proba = np.repeat(((1 - conf) / (k - 1))[:, None], k, axis=1).astype(np.float32)
+    proba[np.arange(n), clusters] = conf
+    for seed in seeds:
+        Assignment(clusters.astype(np.int64), conf.astype(np.float32), proba, np.asarray(ids, dtype=str)).save(
+            stage / f"seed{seed}" / "assignment.npz")
+        extra = {"history": histories[seed]} if seed in histories else {}
+        write_json(stage / f"seed{seed}" / "model" / "config.json", {"method": name, "params": {}, "extra": extra})
+        write_json(stage / f"seed{seed}" / "metrics.json", {m: v["mean"] for m, v in metrics.items()})
+    per_seed = [{m: v["mean"] for m, v in metrics.items()} for _ in seeds]
+    write_json(stage / "summary.json", {"method": name, "n_clusters": k, "params": {}, "seeds": seeds,
+                                        "per_seed": per_seed, "metrics": metrics})
+    return {"name": name, "dir": str(stage.relative_to(run)), "primary_seed": seeds[0], "metrics": metrics}
+
+
+def _write_features(run: Path, x: np.ndarray, dataset: Dataset) -> str:
+    path = run / "stages" / "features-0123456789ab" / "features.npy"
+    save_npy(path, x.astype(np.float32))
+    write_json(path.with_suffix(".json"), {"count": len(x), "dim": x.shape[1], "dtype": "float32", "backbone": "pixels",
+                                          "dataset": dataset.describe()})
+    save_items(path, dataset)
+    return str(path.relative_to(run))
+
+
+@pytest.fixture
+def labelled_run(tmp_path):
+    """3 classes x 40 images, K=5 (cluster 4 empty), two methods, two seeds, histories."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), N_PER_CLASS)
+    dataset = _image_dataset(labels, rng)
+    x = np.concatenate([np.eye(3)[labels] * 4, np.zeros((len(labels), 13))], axis=1) + rng.normal(0, 0.5, (len(labels), 16))
+    clusters = labels.copy()
+    clusters[5:9] = 1  # four reds in the green cluster
+    clusters[100:110] = 3  # ten of the last class in a fourth cluster
+    conf = rng.uniform(0.4, 0.95, len(labels))
+    conf[0] = 0.999  # the hostile id is a prototype of cluster 0
+    run = tmp_path / "run"
+    features = _write_features(run, x, dataset)
+    metrics = {"acc": {"mean": 0.8123, "std": 0.0045}, "nmi": {"mean": 0.7011, "std": 0.0}}
+    results = [
+        _write_result(run, "scan", clusters, conf, 5, dataset.ids, metrics, [0, 1],
+                      {0: [2.0, 1.5, 1.2, 1.1], 1: [{"epoch": 1, "loss": 2.1, "entropy": 0.9}, {"epoch": 2, "loss": 1.4, "entropy": 1.0}]}),
+        _write_result(run, "kmeans", labels, np.full(len(labels), 0.7), 5, dataset.ids,
+                      {"acc": {"mean": 0.9917, "std": 0.0}, "nmi": {"mean": 0.95, "std": 0.0}}, [0], {}),
+    ]
+    write_json(run / "run.json", {
+        "version": 1,
+        "config": {"data": f"/data/{HOSTILE}", "split": "test", "backbone": "pixels", "methods": ["scan", "kmeans"],
+                   "then": None, "k": 5, "seeds": [0, 1]},
+        "dataset": dataset.describe(), "features": features, "neighbors": None, "k": 5,
+        "k_estimate": {"method": "auto", "candidates": [2, 3, 4, 5, 6], "scores": [0.1, 0.8, 0.3, 0.2, 0.1], "k": 3,
+                       "details": {"criteria": {"eigengap": {"scores": [0.2, 0.9, 0.1, 0.1, 0.0]},
+                                                "silhouette": {"scores": [0.3, 0.5, 0.4, 0.35, 0.3]}}}},
+        "results": results, "timings": {"features": 1.25, "scan": 3.5, "kmeans": 0.5},
+    })
+    return run, dataset, clusters
+
+
+@pytest.fixture
+def text_run(tmp_path):
+    """Texts without labels, one method, K=3."""
+    rng = np.random.default_rng(1)
+    topics = np.repeat(np.arange(3), 10)
+    texts = [f"document {i} about topic {t} " + "word " * int(rng.integers(5, 80)) for i, t in enumerate(topics)]
+    texts[3] = f"a hostile text {HOSTILE}"
+    dataset = Dataset("notes", "text", texts, [f"line{i}" for i in range(len(texts))])
+    x = np.eye(3)[topics] * 3 + rng.normal(0, 0.3, (len(texts), 3))
+    run = tmp_path / "textrun"
+    features = _write_features(run, x, dataset)
+    conf = rng.uniform(0.5, 1.0, len(texts))
+    conf[3] = 1.0
+    results = [_write_result(run, "kmeans", topics, conf, 3, dataset.ids, {}, [0], {})]
+    write_json(run / "run.json", {
+        "version": 1, "config": {"data": "notes.txt", "split": "test", "backbone": "minilm", "methods": ["kmeans"], "seeds": [0]},
+        "dataset": dataset.describe(), "features": features, "neighbors": None, "k": 3, "k_estimate": None,
+        "results": results, "timings": {"features": 0.2, "kmeans": 0.1},
+    })
+    return run, dataset
+
+
+def test_report_content_and_escaping(labelled_run):
+    run, dataset, clusters = labelled_run
+    path = build_report(run, dataset=dataset, max_per_cluster=6)
+    assert path == run / "report.html"
+    html = path.read_text()
+    nonempty = np.unique(clusters)
+    assert html.count('<section class="cluster"') == len(nonempty) == 4
+    for c in nonempty:
+        assert f'id="cluster-{c}"' in html
+    assert 'id="cluster-4"' not in html  # the empty cluster has no gallery
+    # metrics: mean +- std in %, seeds and split stated, both methods, comparison table
+    assert "81.23 \u00b1 0.45" in html and "70.11 \u00b1 0.00" in html and "99.17 \u00b1 0.00" in html
+    assert "<b>test</b> split" in html
+    assert 'id="comparison"' in html and 'id="confusion"' in html and 'id="curves"' in html and 'id="kestimate"' in html
+    # hostile strings (a class name, an item id, the data path) are escaped everywhere
+    assert "<script" not in html and HOSTILE not in html
+    assert html.count(ESCAPED) >= 3
+    # cluster 0 holds 36 reds and 0 others after the swaps: majority "red", purity 100%
+    section0 = html[html.index('id="cluster-0"'):html.index('id="cluster-1"')]
+    assert "<b>red</b> (purity 100.0%)" in section0
+    # cluster 1: 40 greens + 4 reds -> purity 40/44; the reds are framed as off-majority
+    section1 = html[html.index('id="cluster-1"'):html.index('id="cluster-2"')]
+    assert f"(purity {100 * 40 / 44:.1f}%)" in section1
+    # every cluster shows min(size, 6) prototypes + least-confident ones (max(2, 6 // 3) = 2)
+    assert section0.count("<figure") == 6 + 2
+    # thumbnails embedded, nothing external
+    assert html.count("data:image/") >= 8 * 4
+    assert not re.search(r'src="(?!data:)', html) and "<script" not in html and "http://" not in html and "https://" not in html
+
+
+def test_report_without_labels_has_no_confusion_matrix(text_run):
+    run, dataset = text_run
+    html = build_report(run, dataset=dataset).read_text()
+    assert 'id="confusion"' not in html and "Confusion matrix" not in html
+    assert "no labels" in html
+    assert html.count('<section class="cluster"') == 3
+    assert 'id="comparison"' not in html  # one method only
+    assert 'class="texts"' in html and "a hostile text " + ESCAPED in html and HOSTILE not in html
+    assert "majority class" not in html
+
+
+def test_report_limits_clusters_and_writes_elsewhere(labelled_run, tmp_path):
+    run, dataset, clusters = labelled_run
+    out = build_report(run, out=tmp_path / "elsewhere" / "r.html", dataset=dataset, max_per_cluster=3, max_clusters=2)
+    html = out.read_text()
+    assert not (run / "report.html").exists()
+    assert html.count('<section class="cluster"') == 2
+    # the two largest clusters: 1 (44 items) and 0 (36)
+    assert 'id="cluster-1"' in html and 'id="cluster-0"' in html and 'id="cluster-3"' not in html
+    assert "The 2 largest of 4 non-empty clusters are shown." in html
+
+
+def test_report_without_matching_dataset_lists_ids(labelled_run):
+    run, dataset, _ = labelled_run
+    other = dataset.subset(np.arange(10))
+    html = build_report(run, dataset=other).read_text()
+    assert "item ids differ" in html
+    assert html.count('<section class="cluster"') == 4
+    figures = re.findall(r"<figure.*?</figure>", html)
+    assert len(figures) == 4 * (12 + 4) - (12 + 4 - 10)  # cluster 3 holds only 10 items
+    assert all("<img" not in f and re.search(r'<span class="id">\d{4}\.png</span>', f) for f in figures[1:])
+
+
+def test_report_of_a_pipeline_run_reloads_its_data(tmp_path):
+    """End to end: `Pipeline.fit` on an image folder, then the report finds the images by
+    itself (thumbnails); with the folder gone it lists ids and says why."""
+    from nolabel.pipeline import Pipeline
+
+    rng = np.random.default_rng(0)
+    for name, color in (("red", (220, 40, 40)), ("blue", (40, 60, 220))):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(np.array(color)[None, None] + rng.normal(0, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / name / f"{i:02d}.png")
+    pipeline = Pipeline(out=tmp_path / "run", data=str(tmp_path / "data"), backbone="pixels", methods=["kmeans"], k=2,
+                        seeds=[0, 1], device="cpu").fit(progress=False, log=lambda msg: None)
+    html = pipeline.report().read_text()
+    assert html.count('<section class="cluster"') == 2
+    assert html.count("<figure") == html.count('<img src="data:image/') == 24
+    assert "100.00 \u00b1 0.00" in html  # two well separated colours: k-means is perfect with both seeds
+    assert 'class="note"' not in html
+    shutil.move(tmp_path / "data", tmp_path / "moved")
+    html = build_report(tmp_path / "run").read_text()
+    assert 'class="note"' in html and "could not be loaded" in html
+    assert html.count("<figure") == 24 and '<img src="data:image/' not in html
+
+
+def test_build_report_errors(tmp_path, labelled_run):
+    with pytest.raises(NolabelError, match="not a nolabel run folder"):
+        build_report(tmp_path / "nothing")
+    run, dataset, _ = labelled_run
+    with pytest.raises(NolabelError, match="max_per_cluster"):
+        build_report(run, dataset=dataset, max_per_cluster=0)
+
+
+def test_summary_table():
+    rows = summary_table([
+        {"name": "scan", "metrics": {"acc": {"mean": 0.5, "std": 0.01}, "ari": {"mean": 0.25, "std": 0.0}}},
+        {"name": "plain", "metrics": {}},
+    ])
+    assert rows == [
+        {"method": "scan", "acc": "50.00 \u00b1 1.00", "ari": "25.00 \u00b1 0.00"},
+        {"method": "plain", "acc": None, "ari": None},
+    ]
+
+
+def test_select_members_by_confidence():
+    conf = np.array([0.9, 0.1, 0.5, 0.7, 0.3, 0.5, 0.2])
+    members = np.array([0, 2, 3, 4, 5, 6])
+    proto, least = select_members(conf, members, 2, 3)
+    assert proto.tolist() == [0, 3]
+    assert least.tolist() == [6, 4, 5]  # lowest first; of the tied 0.5s the later index is the less confident
+    proto, least = select_members(conf, members, 10, 3)
+    assert proto.tolist() == [0, 3, 2, 5, 4, 6] and least.tolist() == []
+
+
+def test_confidence_ties_broken_by_closeness_to_cluster_mean():
+    # saturated confidences (all 1.0 up to rounding): the member nearest the mean direction comes first
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 0.2], [5.0, 0.0]])
+    members = np.array([0, 1, 2, 3])
+    sim = centrality(x, members)
+    mean = (x[:4] / np.linalg.norm(x[:4], axis=1, keepdims=True)).mean(axis=0)
+    assert np.allclose(sim, x[:4] @ mean / np.linalg.norm(x[:4], axis=1) / np.linalg.norm(mean))
+    conf = np.array([1.0, 0.99996, 0.99999, 1.0, 0.2])
+    proto, least = select_members(conf, members, 1, 1, sim)
+    assert proto.tolist() == [2] and least.tolist() == [1]  # (1, 1) is the mean direction; (0, 1) the farthest
+    assert short_id("cat/0012.jpg") == "0012.jpg" and short_id("line7") == "line7"
+
+
+def test_thumbnail_size_and_grey():
+    uri, size = thumbnail_uri(Image.new("RGB", (200, 100), (10, 200, 30)))
+    assert size == (64, 32) and uri.startswith("data:image/")
+    uri, size = thumbnail_uri(np.full((28, 28), 128, dtype=np.uint8))
+    assert size == (28, 28)  # never enlarged
+    import base64
+    import io
+
+    img = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert img.mode == "L"
+
+
+def test_plots_take_user_strings_literally():
+    # an unbalanced mathtext string in a class name would make matplotlib raise while drawing
+    uri = plots.confusion_plot(np.array([0, 1, 1]), np.array([0, 1, 0]), [r"$\frac{$ x", HOSTILE], 2)
+    assert uri.startswith("data:image/png;base64,")
+    assert plots.plain("a $b$") == r"a \$b\$"
+
+
+def test_hungarian_column_order():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    clusters = np.array([2, 2, 0, 0, 3, 3])  # cluster 2 -> class 0, 0 -> 1, 3 -> 2, 1 empty
+    assert plots.hungarian_column_order(labels, clusters, 4) == [2, 0, 3, 1]
+    counts = plots.class_cluster_counts(labels, clusters, 3, 4)
+    assert counts.tolist() == [[0, 0, 2, 0], [2, 0, 0, 0], [0, 0, 0, 2]]
+
+
+def _chromium() -> str | None:
+    for candidate in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def test_report_renders_in_headless_chromium(labelled_run, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("needs Debian's chromium (/usr/bin/chromium or `chromium` on PATH): apt-get install -y chromium")
+    run, dataset, _ = labelled_run
+    report = build_report(run, dataset=dataset)
+    shot = tmp_path / "report.png"
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000", f"--screenshot={shot}",
+           report.resolve().as_uri()]
+    subprocess.run(cmd, capture_output=True, timeout=90, check=False)
+    assert shot.exists(), "chromium wrote no screenshot"
+    img = Image.open(shot).convert("RGB")
+    assert img.size == (1280, 2000)
+    pixels = np.asarray(img)
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # text, plots and thumbnails, not a blank page
+    assert (pixels < 250).any(axis=2).mean() > 0.02
