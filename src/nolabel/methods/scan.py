@@ -13,10 +13,11 @@ mean prediction, same ``entropy_weight``) and the head with the lowest total is 
 a label-free choice.
 
 Optimiser: the paper's frozen ImageNet runs use SGD lr 5.0 on raw features
-(``optimizer="sgd", lr=5.0, normalize=False``). The default here is Adam, lr 1e-3,
-weight decay 1e-4, batch 256 on L2-normalised embeddings for 100 epochs, which converges
-reliably on CPU-sized data sets (thousands to tens of thousands of rows) without a
-learning-rate search.
+(``optimizer="sgd", lr=5.0, normalize=False``). The default here is Adam, lr 1e-2,
+weight decay 1e-4, batch 256 on L2-normalised embeddings for 50 epochs: on MiniLM
+embeddings of StackOverflow (20,000 rows) the training loss reaches the same value after
+30 epochs at lr 1e-2 as after 100 at lr 1e-3 (a label-free check), and shorter runs at
+lr 1e-3 leave separable blobs merged.
 """
 from __future__ import annotations
 
@@ -39,9 +40,9 @@ class SCAN(HeadMethod):
         n_neighbors: int = 20,
         entropy_weight: float = 5.0,
         n_heads: int = 10,
-        epochs: int = 100,
+        epochs: int = 50,
         batch_size: int = 256,
-        lr: float = 1e-3,
+        lr: float = 1e-2,
         weight_decay: float = 1e-4,
         optimizer: str = "adam",
         normalize: bool = True,

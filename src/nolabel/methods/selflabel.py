@@ -16,7 +16,7 @@ fine-tunes a head on its own confident predictions. At every step, for a batch `
 The head starts as a copy of the base's kept head when the base has one (SCAN, TEMI,
 SeLa, LSD-C: ``cluster_head()``). Other bases (k-means) have none: a linear head is first
 fitted by cross-entropy to the base's hard assignments for ``warmup_epochs`` (a
-distillation), so that confident predictions exist. With ``ema`` (e.g. 0.999, SCAN's
+distillation, Adam lr 1e-2), so that confident predictions exist. With ``ema`` (e.g. 0.999, SCAN's
 optional setting) the predictions come from an EMA of the head's weights.
 
 Defaults on frozen embeddings: Adam lr 1e-4 (SCAN), weight decay 1e-4, batch 1000
@@ -38,6 +38,9 @@ from ..nn.head_training import HeadMethod, make_optimizer, perturb
 from ..nn.losses import balanced_cross_entropy, class_balance_weights
 from . import register
 from .base import ClusterMethod
+
+#: Adam step size of the distillation onto a new head (bases without a head, e.g. k-means)
+DISTILL_LR = 1e-2
 
 
 def _as_estimator(base: Any, n_clusters: int, seed: int) -> ClusterMethod:
@@ -66,7 +69,7 @@ class SelfLabel(HeadMethod):
         ema: float | None = None,
         dropout: float = 0.1,
         noise: float = 0.1,
-        warmup_epochs: int = 10,
+        warmup_epochs: int = 50,
         epochs: int = 50,
         batch_size: int = 1000,
         lr: float = 1e-4,
@@ -105,7 +108,7 @@ class SelfLabel(HeadMethod):
             return head.to(self._device), normalized
         targets = torch.as_tensor(self.base.predict(x), device=self._device)
         head = self._new_head(X.shape[1], 1)
-        opt = make_optimizer("adam", head.parameters(), 1e-3, self.weight_decay)
+        opt = make_optimizer("adam", head.parameters(), DISTILL_LR, self.weight_decay)
 
         def distill(idx: torch.Tensor, t: int) -> float:
             loss = balanced_cross_entropy(head(X[idx]), targets[idx]).sum()

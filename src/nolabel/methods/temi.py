@@ -4,7 +4,11 @@ For each sample ``x`` a partner ``x'`` is drawn uniformly from its first ``n_nei
 mined neighbours. ``n_heads`` student MLP heads (``n_layers`` layers, ``hidden`` units,
 one batched :class:`~nolabel.nn.heads.MultiHead`) are trained by AdamW; the teacher heads
 are an EMA of the students with momentum rising from ``teacher_momentum`` to 1 along a
-cosine. With ``q = softmax(logits / tau)`` and the per-head cluster prior
+cosine. The code's 0.996 was set for ImageNet (about 2,500 steps an epoch); on small data
+a teacher that slow hardly leaves its random initialisation within the run and the heads
+stay near uniform. ``teacher_momentum=None`` (default) therefore starts at
+``min(0.996, 1 - 1 / max(steps_per_epoch, 10))``: the teacher averages the student over
+about one epoch (at least 10 steps), and large data sets get the code's value. With ``q = softmax(logits / tau)`` and the per-head cluster prior
 ``q~ <- m q~ + (1 - m) mean_batch q_t`` (``prior_momentum`` m, both views, updated after
 each step), the loss is :func:`~nolabel.nn.losses.temi_loss`, averaged over heads:
 ``mean_i mean_b w(x, x') * -(pmi_i(x, x') + pmi_i(x', x)) / 2`` with
@@ -46,7 +50,7 @@ class TEMI(HeadMethod):
         tau: float = 0.1,
         beta: float = 0.6,
         prior_momentum: float = 0.9,
-        teacher_momentum: float = 0.996,
+        teacher_momentum: float | None = None,
         epochs: int = 100,
         warmup_epochs: int = 10,
         batch_size: int = 256,
@@ -72,12 +76,15 @@ class TEMI(HeadMethod):
     def _fit(self, x: np.ndarray, neighbors: np.ndarray | None) -> None:
         X = self._setup(x)
         nb = self._neighbors(neighbors)
-        student = self._new_head(X.shape[1], self.n_heads, self.hidden, self.n_layers)
+        student = self._new_head(X.shape[1], self.n_heads, self.hidden, self.n_layers, cosine=True)
         teacher = EMA(student)
         opt = make_optimizer("adamw", student.parameters(), self.lr, self.weight_decay)
         prior = torch.full((self.n_heads, self.n_clusters), 1.0 / self.n_clusters, device=self._device)
         per_epoch = self._steps_per_epoch(len(X))
         total_steps = per_epoch * self.epochs
+        momentum = self.teacher_momentum
+        if momentum is None:
+            momentum = min(0.996, 1.0 - 1.0 / max(per_epoch, 10))
         warmup_steps = per_epoch * min(self.warmup_epochs, self.epochs)
         head_sums = torch.zeros(self.n_heads, dtype=torch.float64, device=self._device)
 
@@ -98,7 +105,7 @@ class TEMI(HeadMethod):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            teacher.update(student, cosine_momentum(t, total_steps, self.teacher_momentum, 1.0))
+            teacher.update(student, cosine_momentum(t, total_steps, momentum, 1.0))
             prior = temi_prior_update(prior, torch.softmax(tl / self.tau, -1), self.prior_momentum)
             head_sums += losses.detach().double()
             return float(loss.detach())

@@ -137,9 +137,10 @@ class HeadMethod(ClusterMethod):
         return torch.as_tensor(np.ascontiguousarray(neighbors[:, :k]), dtype=torch.int64).to(self._device)
 
     def _new_head(self, in_dim: int, n_heads: int, hidden: int | None = None, n_layers: int = 1,
-                  n_clusters: int | None = None) -> MultiHead:
+                  cosine: bool = False) -> MultiHead:
         gen = torch.Generator().manual_seed(int(self.seed) + 1)
-        head = MultiHead(in_dim, n_clusters or self.n_clusters, n_heads, hidden=hidden, n_layers=n_layers, generator=gen)
+        head = MultiHead(in_dim, self.n_clusters, n_heads, hidden=hidden, n_layers=n_layers, cosine=cosine,
+                         generator=gen)
         return head.to(self._device)
 
     # ---- the training loop ---------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Clustering heads: H independent heads evaluated as one batched op.
 
 :class:`MultiHead` holds, for each layer ``l``, stacked weights ``W_l`` of shape
-``(H, in_l, out_l)`` and biases ``b_l`` of shape ``(H, 1, out_l)``. The first layer maps a
-shared input ``x (B, in)`` to ``(H, B, out)`` with one ``einsum('bi,hio->hbo')`` (or one
-``baddbmm`` for a per-head input ``(H, B, in)``); later layers use one ``baddbmm`` each.
+``(H, in_l, out_l)`` and biases ``b_l`` of shape ``(H, 1, out_l)``. A shared input
+``x (B, in)`` is broadcast (a view, no copy) to ``(H, B, in)``; each layer is one
+``baddbmm`` over all heads.
 There is no Python loop over heads.
 
 - ``n_layers=1`` (``hidden`` ignored): H linear heads (SCAN's frozen ImageNet heads).
@@ -11,6 +11,14 @@ There is no Python loop over heads.
   3 layers). No normalisation layer: TEMI's head (a DINO head built with
   ``use_bn=False``) has none, and BatchNorm would mix batch statistics into the EMA
   teacher and make a sample's prediction depend on its batch.
+- ``cosine=True``: the last layer is DINO's prototype layer, as in TEMI's head: its input
+  is L2-normalised and each cluster's weight column is L2-normalised, no bias, so a logit
+  is a cosine in [-1, 1] (then divided by the temperature). Without it, a randomly
+  initialised MLP gives almost the same logits to every sample and TEMI's PMI objective
+  (beta < 1) drifts to the uniform prediction.
+
+``scale`` (a buffer, 1 by default) multiplies the logits: :meth:`scale_output_` folds a
+softmax temperature into a kept head.
 
 Initialisation per head as ``nn.Linear``: ``W, b ~ U(-1/sqrt(in), 1/sqrt(in))``.
 """
@@ -32,6 +40,7 @@ class MultiHead(nn.Module):
         n_heads: int = 1,
         hidden: int | None = None,
         n_layers: int = 1,
+        cosine: bool = False,
         generator: torch.Generator | None = None,
     ):
         super().__init__()
@@ -42,30 +51,36 @@ class MultiHead(nn.Module):
         self.in_dim, self.n_clusters, self.n_heads = int(in_dim), int(n_clusters), int(n_heads)
         self.hidden = int(hidden) if n_layers > 1 else None
         self.n_layers = int(n_layers)
+        self.cosine = bool(cosine)
         dims = [self.in_dim] + [self.hidden] * (n_layers - 1) + [self.n_clusters]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        for d_in, d_out in zip(dims[:-1], dims[1:]):
+        for layer, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
             bound = 1.0 / math.sqrt(d_in)
             w = torch.empty(self.n_heads, d_in, d_out).uniform_(-bound, bound, generator=generator)
-            b = torch.empty(self.n_heads, 1, d_out).uniform_(-bound, bound, generator=generator)
             self.weights.append(nn.Parameter(w))
-            self.biases.append(nn.Parameter(b))
+            if not (self.cosine and layer == len(dims) - 2):
+                b = torch.empty(self.n_heads, 1, d_out).uniform_(-bound, bound, generator=generator)
+                self.biases.append(nn.Parameter(b))
+        self.register_buffer("scale", torch.ones(()))
 
     def config(self) -> dict[str, int | None]:
         """Constructor arguments (JSON-able) to rebuild the same architecture."""
         return {"in_dim": self.in_dim, "n_clusters": self.n_clusters, "n_heads": self.n_heads,
-                "hidden": self.hidden, "n_layers": self.n_layers}
+                "hidden": self.hidden, "n_layers": self.n_layers, "cosine": self.cosine}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w0, b0 = self.weights[0], self.biases[0]
-        if x.dim() == 2:
-            h = torch.einsum("bi,hio->hbo", x, w0) + b0
-        else:
-            h = torch.baddbmm(b0, x, w0)
-        for w, b in zip(self.weights[1:], self.biases[1:]):
-            h = torch.baddbmm(b, nn.functional.gelu(h), w)
-        return h
+        n_affine = len(self.biases)
+        h = x if x.dim() == 3 else x.unsqueeze(0).expand(self.n_heads, -1, -1)
+        for layer in range(n_affine):
+            if layer:
+                h = nn.functional.gelu(h)
+            h = torch.baddbmm(self.biases[layer], h, self.weights[layer])
+        if self.cosine:
+            if n_affine:
+                h = nn.functional.gelu(h)
+            h = torch.bmm(nn.functional.normalize(h, dim=-1), nn.functional.normalize(self.weights[-1], dim=1))
+        return h * self.scale
 
     @torch.no_grad()
     def select(self, heads: list[int]) -> "MultiHead":
@@ -75,11 +90,11 @@ class MultiHead(nn.Module):
         index = torch.as_tensor(heads, device=device)
         for dst, src in zip(list(out.weights) + list(out.biases), list(self.weights) + list(self.biases)):
             dst.copy_(src.index_select(0, index))
+        out.scale.copy_(self.scale)
         return out
 
     @torch.no_grad()
     def scale_output_(self, factor: float) -> "MultiHead":
         """Multiply the logits by ``factor`` in place (folds a softmax temperature in)."""
-        self.weights[-1].mul_(factor)
-        self.biases[-1].mul_(factor)
+        self.scale.mul_(factor)
         return self
