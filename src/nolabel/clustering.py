@@ -19,8 +19,10 @@ from .io import read_json, write_json
 SCORED = ("acc", "many_to_one_acc", "nmi", "ami", "ari", "top5")
 
 
-def make_method(name: str, n_clusters: int, params: dict[str, Any], seed: int, then: str | None = None):
-    """Build the estimator ``name`` (wrapped by the second stage ``then`` if given)."""
+def make_method(name: str, n_clusters: int, params: dict[str, Any], seed: int, then: str | None = None,
+                then_params: dict[str, Any] | None = None):
+    """Build the estimator ``name`` (wrapped by the second stage ``then``, built with
+    ``then_params``, if given)."""
     klass = methods.get(name)
     check_params(klass, params)
     base = klass(n_clusters=n_clusters, seed=seed, **params)
@@ -29,7 +31,7 @@ def make_method(name: str, n_clusters: int, params: dict[str, Any], seed: int, t
     stage = methods.get(then)
     if "base" not in inspect.signature(stage.__init__).parameters:
         raise NolabelError(f"method {then!r} cannot run on top of another method")
-    return stage(n_clusters=n_clusters, seed=seed, base=base)
+    return stage(n_clusters=n_clusters, seed=seed, base=base, **(then_params or {}))
 
 
 def check_params(klass: type, params: dict[str, Any]) -> None:
@@ -81,6 +83,7 @@ def fit_seeds(
     seeds: list[int],
     then: str | None = None,
     neighbors_path: Path | None = None,
+    then_params: dict[str, Any] | None = None,
     out_dir: Path | None = None,
     reuse_done: bool = False,
     x: np.ndarray | None = None,
@@ -106,7 +109,7 @@ def fit_seeds(
         if reuse_done and seed_dir is not None and (seed_dir / "metrics.json").exists():
             per_seed.append(read_json(seed_dir / "metrics.json"))
             continue
-        est = make_method(method, n_clusters, params, seed, then)
+        est = make_method(method, n_clusters, params, seed, then, then_params)
         k = neighbors_needed(est)
         nb = resolve_neighbors(features_path, x, k, neighbors_path) if k else None
         est.fit(x, nb)

@@ -184,6 +184,7 @@ class Pipeline:
             log(f"{name}: K={k}, seeds {cfg.seeds}")
             summary = fit_seeds(
                 features_path, method, k, params, cfg.seeds, then=cfg.then, out_dir=stage, reuse_done=True, x=x,
+                then_params=cfg.params.get(cfg.then, {}) if cfg.then else None,
             )
             write_json(stage / "done.json", {"settings": settings, "seconds": time.perf_counter() - t0})
         summary = read_json(stage / "summary.json")

@@ -1,0 +1,4 @@
+"""``python -m nolabel``: the command-line interface."""
+from .cli import main
+
+main()
