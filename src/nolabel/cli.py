@@ -59,6 +59,45 @@ def embed(
     console.print(f"embeddings {emb.array.shape[0]} x {emb.array.shape[1]} ({emb.array.dtype}) -> {out}")
 
 
+# ---- pretext -------------------------------------------------------------------------
+@app.command()
+def pretext(
+    data: str = typer.Argument(..., help="Images to learn from (as for `nolabel embed`); labels are never read."),
+    out: Path = typer.Option(..., "--out", "-o", help="Backbone checkpoint to write (.safetensors + .json); load it with --backbone local:OUT."),
+    task: str = typer.Option("simclr", help="simclr (NT-Xent on two augmented views) or rotnet (4-way rotation)."),
+    arch: str = typer.Option("resnet18_cifar", help="Backbone architecture: resnet18_cifar, small_cnn, resnet20_cifar ... or timm:NAME."),
+    width: Optional[int] = typer.Option(None, help="Width of small_cnn (default 32)."),
+    epochs: int = typer.Option(100, help="Training epochs (SCAN's SimCLR: 500)."),
+    batch_size: int = typer.Option(256, help="Images per step (SimCLR: 512 in the paper)."),
+    optimizer: str = typer.Option("sgd", help="sgd (paper) or adam (small CPU runs)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (default: 0.4 SGD for SimCLR, 0.1 for RotNet, 1e-3 Adam)."),
+    temperature: float = typer.Option(0.1, help="NT-Xent temperature (SimCLR)."),
+    image_size: Optional[int] = typer.Option(None, help="Side the images are resized to (default: their own)."),
+    hflip: bool = typer.Option(True, "--hflip/--no-hflip", help="Random horizontal flips (turn off for digits and text)."),
+    split: str = typer.Option("train", help="Split for benchmark formats."),
+    seed: int = typer.Option(0, help="Seed of the initialisation, the order and the augmentations."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda ... (default: cuda when available)."),
+) -> None:
+    """Train a backbone without labels (SimCLR or RotNet); resumes a killed run from its last epoch."""
+    from .data import load_dataset
+    from .pretext import train_rotnet, train_simclr
+
+    if task not in ("simclr", "rotnet"):
+        raise NolabelError(f"unknown pretext task {task!r}; choose simclr or rotnet")
+    dataset = load_dataset(data, split=split)
+    arch_kwargs = {"width": width} if width else {}
+    if arch.startswith("timm:"):
+        arch, arch_kwargs = "timm", {**arch_kwargs, "name": arch.removeprefix("timm:")}
+    common = dict(arch=arch, arch_kwargs=arch_kwargs, epochs=epochs, batch_size=batch_size,
+                  optimizer=optimizer, lr=lr, image_size=image_size, device=device, seed=seed,
+                  augment={"hflip": hflip})
+    if task == "simclr":
+        path = train_simclr(dataset, out, temperature=temperature, **common)
+    else:
+        path = train_rotnet(dataset, out, **common)
+    console.print(f"backbone -> {path} (use --backbone local:{path})")
+
+
 # ---- neighbors -----------------------------------------------------------------------
 @app.command()
 def neighbors(

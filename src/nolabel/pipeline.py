@@ -53,7 +53,8 @@ class RunConfig:
             self.k = int(self.k)
         if isinstance(self.k, int) and self.k < 2:
             raise NolabelError(f"--k must be at least 2, got {self.k}")
-        unknown = sorted(set(self.params) - set(self.methods) - {self.then})
+        named = {part for entry in self.methods for part in entry.split("+")} | {self.then}
+        unknown = sorted(set(self.params) - named)
         if unknown:
             raise NolabelError(f"params given for methods not in the run: {', '.join(unknown)}")
 
@@ -152,7 +153,10 @@ class Pipeline:
     def _neighbors_needed(self, k: int) -> int:
         from .clustering import make_method, neighbors_needed
 
-        needs = [neighbors_needed(make_method(m, k, self.config.params.get(m, {}), 0, self.config.then)) or 0 for m in self.config.methods]
+        needs = []
+        for entry in self.config.methods:
+            method, then = self._split(entry)
+            needs.append(neighbors_needed(make_method(method, k, self.config.params.get(method, {}), 0, then)) or 0)
         if self.config.n_neighbors is not None and max(needs, default=0):
             return max(self.config.n_neighbors, max(needs))
         return max(needs, default=0)
@@ -168,23 +172,30 @@ class Pipeline:
             self.manifest["timings"]["neighbors"] = time.perf_counter() - t0
         return path
 
-    def _method_stage(self, method: str, features_path: Path, x: np.ndarray, k: int, log) -> None:
+    def _split(self, entry: str) -> tuple[str, str | None]:
+        """A methods entry ``"scan"`` or ``"scan+selflabel"`` -> (method, second stage or the run's ``then``)."""
+        method, _, then = entry.partition("+")
+        return method, then or self.config.then
+
+    def _method_stage(self, entry: str, features_path: Path, x: np.ndarray, k: int, log) -> None:
         from .clustering import fit_seeds
 
         cfg = self.config
+        method, then = self._split(entry)
         params = cfg.params.get(method, {})
-        name = method + (f"+{cfg.then}" if cfg.then else "")
+        then_params = cfg.params.get(then, {}) if then else {}
+        name = method + (f"+{then}" if then else "")
         settings = {
-            "features": features_path.parent.name, "method": method, "then": cfg.then, "k": k,
-            "params": params, "then_params": cfg.params.get(cfg.then, {}) if cfg.then else {}, "seeds": cfg.seeds,
+            "features": features_path.parent.name, "method": method, "then": then, "k": k,
+            "params": params, "then_params": then_params, "seeds": cfg.seeds,
         }
         stage = self.out / "stages" / stage_key(f"method-{method}", settings)
         if not (stage / "done.json").exists():
             t0 = time.perf_counter()
             log(f"{name}: K={k}, seeds {cfg.seeds}")
             summary = fit_seeds(
-                features_path, method, k, params, cfg.seeds, then=cfg.then, out_dir=stage, reuse_done=True, x=x,
-                then_params=cfg.params.get(cfg.then, {}) if cfg.then else None,
+                features_path, method, k, params, cfg.seeds, then=then, out_dir=stage, reuse_done=True, x=x,
+                then_params=then_params,
             )
             write_json(stage / "done.json", {"settings": settings, "seconds": time.perf_counter() - t0})
         summary = read_json(stage / "summary.json")

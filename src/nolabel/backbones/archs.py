@@ -144,3 +144,27 @@ class SmallCNN(nn.Module):
 def small_cnn(in_chans: int = 1, width: int = 32) -> SmallCNN:
     """Small conv net for 28x28 images (MNIST size), 4 * width (default 128) features."""
     return SmallCNN(in_chans=in_chans, width=width)
+
+
+class TimmTrunk(nn.Module):
+    """A timm model without its classifier (``num_classes=0``): pooled features, ``feature_dim`` wide."""
+
+    def __init__(self, name: str, in_chans: int = 3, **kwargs):
+        super().__init__()
+        import timm
+
+        try:
+            self.model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+        except RuntimeError as exc:  # timm: "Unknown model (...)"
+            raise ValueError(str(exc)) from None
+        self.feature_dim = int(self.model.num_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+@archs.register("timm")
+def timm_trunk(name: str = "resnet18", in_chans: int = 3, **kwargs) -> TimmTrunk:
+    """Any timm architecture, randomly initialised, for pretext training (``name``: timm model name;
+    other keyword arguments go to ``timm.create_model``, e.g. ``img_size`` for a ViT)."""
+    return TimmTrunk(name, in_chans=in_chans, **kwargs)

@@ -126,7 +126,7 @@ class HeadMethod(ClusterMethod):
         """Embeddings as a float32 tensor on the device, L2-normalised when configured."""
         if getattr(self, "_device", None) is None:
             self._device = resolve_device(self.device)
-        t = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32).to(self._device)
+        t = torch.from_numpy(np.array(x, dtype=np.float32)).to(self._device)  # a copy: x may be a read-only memmap
         if getattr(self, "_normalize_inputs", self.normalize):
             t = torch.nn.functional.normalize(t, dim=1)
         return t

@@ -251,7 +251,7 @@ def fit_pretext(
         torch.manual_seed(seed)
         try:
             backbone = archs.get(arch)(**kwargs)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise NolabelError(f"bad arch_kwargs for {arch}: {exc}") from None
         head = task.build_head(int(backbone.feature_dim))
         backbone.to(device)
