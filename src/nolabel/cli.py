@@ -98,6 +98,70 @@ def pretext(
     console.print(f"backbone -> {path} (use --backbone local:{path})")
 
 
+# ---- train (end to end) ---------------------------------------------------------------
+TRAINERS = ("scan", "selflabel", "sela", "lsdc")
+
+
+@app.command()
+def train(
+    data: str = typer.Argument(..., help="Images (as for `nolabel embed`); labels, when present, only score the result."),
+    method: str = typer.Option(..., "--method", "-m", help="scan, selflabel, sela or lsdc: the whole network is trained."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the model, its checkpoint (resumable), assignment and metrics."),
+    backbone: Optional[Path] = typer.Option(None, "--backbone", "-b", help="Pretext checkpoint (.safetensors from `nolabel pretext`) to start from."),
+    start: Optional[Path] = typer.Option(None, "--from", help="selflabel: the folder of a trained model (e.g. a `nolabel train --method scan` output)."),
+    k: Optional[int] = typer.Option(None, "--k", "-k", help="Number of clusters (not needed with --from)."),
+    n_neighbors: int = typer.Option(20, help="scan: neighbours mined on the pretext features."),
+    epochs: int = typer.Option(50, help="Training epochs."),
+    batch_size: int = typer.Option(128, help="Images per step (per process under torchrun)."),
+    lr: float = typer.Option(1e-4, help="Adam learning rate (SCAN and self-labelling: 1e-4)."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Other keyword NAME=VALUE of the trainer, e.g. -p n_heads=5."),
+    split: str = typer.Option("train", help="Split for benchmark formats."),
+    seed: int = typer.Option(0, help="Seed."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda ... (default: cuda when available; cuda:LOCAL_RANK under torchrun)."),
+    resume: bool = typer.Option(True, "--resume/--restart", help="Go on from OUT/checkpoint.pt when its settings match."),
+) -> None:
+    """Train backbone + clustering heads end to end on images (SCAN, self-labelling, SeLa, LSD-C).
+
+    Works under `torchrun --nproc_per_node N -m nolabel train ...` (DistributedDataParallel).
+    """
+    from .data import load_dataset
+    from .io import write_json
+    from .metrics import evaluate
+    from .train import distributed as D
+    from .train import end_to_end as E
+
+    if method not in TRAINERS:
+        raise NolabelError(f"unknown end-to-end method {method!r}; choose one of {', '.join(TRAINERS)}")
+    if (method == "selflabel") != (start is not None):
+        raise NolabelError("selflabel needs --from MODEL_DIR (a trained model); the other methods need --backbone instead")
+    if method != "selflabel" and (backbone is None or k is None):
+        raise NolabelError(f"{method} needs --backbone PRETEXT.safetensors and --k")
+    dataset = load_dataset(data, split=split)
+    common = dict(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, out_dir=out, resume=resume,
+                  progress=D.is_main(), **parse_params(param))
+    if method == "scan":
+        from . import backbones
+        from .features import embed_dataset
+        from .neighbors import knn
+
+        feats = embed_dataset(dataset, backbones.get(f"local:{backbone}", device=device), normalize=True)
+        model = E.scan_end_to_end(dataset, backbone, k, knn(feats, n_neighbors).indices, **common)
+    elif method == "selflabel":
+        model = E.selflabel_end_to_end(dataset, start, **common)
+    elif method == "sela":
+        model = E.sela_end_to_end(dataset, backbone, k, **common)
+    else:
+        model = E.lsdc_end_to_end(dataset, backbone, k, **common)
+    if not D.is_main():
+        return
+    probs = model.predict_proba(dataset, device=device)
+    if dataset.labels is not None:
+        metrics = evaluate(dataset.labels, probs.argmax(1), probs)
+        write_json(out / "metrics.json", metrics)
+        console.print(f"{method}: ACC {100 * metrics['acc']:.2f}  NMI {100 * metrics['nmi']:.2f}  ARI {100 * metrics['ari']:.2f}")
+    console.print(f"model -> {out}")
+
+
 # ---- neighbors -----------------------------------------------------------------------
 @app.command()
 def neighbors(
