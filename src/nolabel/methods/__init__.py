@@ -31,11 +31,7 @@ def _load_all() -> None:
     if not _loaded:
         _loaded = True
         for module in _MODULES:
-            try:
-                importlib.import_module(f"{__name__}.{module}")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"{__name__}.{module}":
-                    raise
+            importlib.import_module(f"{__name__}.{module}")
 
 
 def get(name: str) -> type[ClusterMethod]:
