@@ -73,3 +73,14 @@ def test_dataset_subset_and_validation():
     assert sub.source == ["c", "a"] and sub.labels.tolist() == [1, 2] and sub.ids == ["2", "0"]
     with pytest.raises(ValueError):
         Dataset("t", "text", ["a"], ids=["0", "1"])
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    import os
+
+    from nolabel.io import write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -1,6 +1,7 @@
 """Atomic file writes: write to a temporary name in the same folder, then rename.
 
-A killed process therefore never leaves half a file under the final name.
+A killed process therefore never leaves half a file under the final name. The file
+gets the usual permissions (``0o666`` less the umask), not ``mkstemp``'s private ``0o600``.
 """
 from __future__ import annotations
 
@@ -14,6 +15,15 @@ from typing import Any, Iterator
 import numpy as np
 
 from .errors import NolabelError
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
 
 
 @contextmanager
@@ -33,6 +43,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
