@@ -271,7 +271,7 @@ class Pipeline:
     def report(self, out: str | Path | None = None) -> Path:
         from .report import build_report
 
-        return build_report(self.out, out=out)
+        return build_report(self.out, out=out, dataset=self._dataset)  # reuse the loaded data when there is one
 
 
 def load_run(path: str | Path) -> Pipeline:
