@@ -69,9 +69,11 @@ def test_ddp_two_processes_match_one_with_double_batch(tmp_path):
     torch.manual_seed(1)
     initial = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), MultiHead(8, 3, 2)).state_dict()
     assert set(ddp) == set(single)
+    trained = {name for name, _ in nn.Sequential(nn.Linear(6, 8), nn.Tanh(), MultiHead(8, 3, 2)).named_parameters()}
     for key in single:
         assert torch.allclose(ddp[key], single[key], atol=1e-5), key
-        assert not torch.allclose(ddp[key], initial[key], atol=1e-3), f"{key} did not move"
+        if key in trained:  # buffers such as the heads' fixed output scale are not meant to move
+            assert not torch.allclose(ddp[key], initial[key], atol=1e-3), f"{key} did not move"
     assert any(not torch.allclose(ddp[k], per_rank[k], atol=1e-4) for k in single), "per-rank means differ"
 
 

@@ -189,7 +189,7 @@ def _descends(loss_fn, steps=30, n_heads=2):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return first, float(loss_fn(head, x, y, partner).sum())
+    return first, float(loss_fn(head, x, y, partner).sum().detach())
 
 
 def test_scan_loss_descends():
