@@ -111,9 +111,9 @@ def all_reduce_mean(value: float | torch.Tensor) -> float:
     """A scalar averaged over ranks (for logging; no gradient)."""
     if not is_distributed():
         return float(value)
-    t = torch.tensor([float(value)], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
+    nccl = dist.get_backend() == "nccl"  # NCCL reduces only tensors on this rank's GPU
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t.item()) / world_size()
 
