@@ -166,6 +166,19 @@ def test_sinkhorn_equipartition_on_skewed_predictions():
     torch.testing.assert_close(qb[0], q, atol=1e-4, rtol=1e-3)
 
 
+def test_sinkhorn_two_by_two_by_hand():
+    # P = [[0.8, 0.2], [0.6, 0.4]], lambda 1. Q = diag(u) P diag(v) with rows summing to 1 and
+    # both columns summing to 1 has Q = [[q, 1-q], [1-q, q]]; q / (1-q) = (0.8 / 0.2) * s and
+    # (1-q) / q = (0.6 / 0.4) * s for the column ratio s = v1 / v2; dividing, (q / (1-q))^2 = 4 / 1.5
+    # and q = r / (1 + r) with r = sqrt(8 / 3).
+    log_p = torch.tensor([[0.8, 0.2], [0.6, 0.4]]).log()
+    q, labels = sinkhorn_knopp(log_p, lam=1.0, tol=1e-7)
+    r = (8 / 3) ** 0.5
+    expected = torch.tensor([[r / (1 + r), 1 / (1 + r)], [1 / (1 + r), r / (1 + r)]])
+    torch.testing.assert_close(q, expected, atol=1e-5, rtol=0)
+    assert labels.tolist() == [0, 1]
+
+
 # ---- a few optimisation steps lower each loss on separable synthetic data ----------------
 
 

@@ -1,15 +1,18 @@
-"""Balanced pseudo-labels by Sinkhorn-Knopp (SeLa), in the log domain.
+"""Balanced pseudo-labels by Sinkhorn-Knopp (SeLa).
 
-For log-probabilities ``log P`` (N, K), find ``Q = diag(a) P^lambda diag(b)`` whose rows
+For log-probabilities ``log P`` (N, K), find ``Q = diag(u) P^lambda diag(v)`` whose rows
 sum to 1 and whose columns (clusters) each sum to ``N / K`` (equal partition), by
-alternating column and row normalisation with ``logsumexp`` (float64). Leading batch
-dimensions (e.g. one problem per head) are solved together.
+alternating the scalings ``v = (N / K) / (P^lambda' u)`` and ``u = 1 / (P^lambda v)``
+in float64, as the authors' code does. ``P^lambda`` is formed once, shifted by each row's
+maximum in the log domain (absorbed into ``u``), so it cannot overflow; each iteration is
+then two matrix-vector products instead of two log-sum-exps over the whole matrix.
+Leading batch dimensions (e.g. one problem per head) are solved together.
 """
 from __future__ import annotations
 
-import math
-
 import torch
+
+_TINY = torch.finfo(torch.float64).tiny
 
 
 @torch.no_grad()
@@ -27,15 +30,17 @@ def sinkhorn_knopp(
     ``max_iter``; ``labels = argmax_k Q`` (..., N) int64.
     """
     n, k = log_probs.shape[-2], log_probs.shape[-1]
-    log_q = lam * log_probs.to(torch.float64)
-    log_q = log_q - torch.logsumexp(log_q, dim=-1, keepdim=True)
-    log_col_target = math.log(n / k)
+    scaled = lam * log_probs.to(torch.float64)
+    kernel = (scaled - scaled.amax(dim=-1, keepdim=True)).exp()  # (..., N, K), row maximum 1
+    kernel_t = kernel.transpose(-1, -2)
+    u = 1.0 / kernel.sum(dim=-1)  # rows of diag(u) P^lambda sum to 1
     for it in range(max_iter):
-        log_q = log_q - torch.logsumexp(log_q, dim=-2, keepdim=True) + log_col_target
-        log_q = log_q - torch.logsumexp(log_q, dim=-1, keepdim=True)
+        col = (kernel_t @ u.unsqueeze(-1)).squeeze(-1).clamp_min(_TINY)
+        v = (n / k) / col
+        u = 1.0 / (kernel @ v.unsqueeze(-1)).squeeze(-1)
         if (it + 1) % check_every == 0:
-            cols = torch.logsumexp(log_q, dim=-2).exp() * (k / n)
+            cols = v * (kernel_t @ u.unsqueeze(-1)).squeeze(-1) * (k / n)
             if float((cols - 1.0).abs().max()) < tol:
                 break
-    q = log_q.exp().to(torch.float32)
+    q = (u.unsqueeze(-1) * kernel * v.unsqueeze(-2)).to(torch.float32)
     return q, q.argmax(-1)
