@@ -283,6 +283,7 @@ def run(
     k: Optional[str] = typer.Option(None, "--k", "-k", help="Number of clusters, or 'auto' to estimate it without labels."),
     then: Optional[str] = typer.Option(None, "--then", help="Second stage on top of each method, e.g. selflabel."),
     seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds (default 0)."),
+    split: Optional[str] = typer.Option(None, help="Split for benchmark formats such as mnist:DIR (default test)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="A preset YAML (see `nolabel list presets`); flags override it."),
     param: list[str] = typer.Option([], "--param", "-p", help="METHOD.NAME=VALUE hyper-parameter (repeatable), e.g. -p scan.epochs=50."),
     out: Path = typer.Option(Path("runs/run"), "--out", "-o", help="Run folder: every stage is cached here, keyed by its settings."),
@@ -293,7 +294,7 @@ def run(
     from .pipeline import Pipeline, RunConfig
 
     overrides = {
-        "data": data, "backbone": backbone, "then": then, "device": device,
+        "data": data, "backbone": backbone, "then": then, "device": device, "split": split,
         "methods": methods_ or method, "k": k, "seeds": parse_seeds(seeds) if seeds else None,
     }
     if param:
