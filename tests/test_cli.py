@@ -60,6 +60,9 @@ def test_user_errors_are_one_line(tmp_path):
     assert_user_error(nolabel("cluster", feats, "--method", "nope", "--k", "3", check=False), "unknown method")
     assert_user_error(nolabel("cluster", feats, "--method", "kmeans", "--k", "3", "-p", "bogus=1", check=False), "bogus")
     assert_user_error(nolabel("run", "digits", "--k", "1", "--out", tmp_path / "r", check=False), "at least 2")
+    # --split reaches the loader: the train split's file is the one reported missing
+    assert_user_error(nolabel("run", f"mnist:{empty}", "--split", "train", "--k", "3", "--out", tmp_path / "r2", check=False),
+                      "train-images")
     assert_user_error(nolabel("report", tmp_path / "nothing", check=False), "not a nolabel run folder")
 
 
