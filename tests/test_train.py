@@ -194,7 +194,10 @@ def test_scan_then_selflabel(tiny):
                               device="cpu", out_dir=folder / "sl")
     _valid(sl.predict_proba(data, device="cpu"))
     assert sl.history[0]["confident"] > 0
-    never = selflabel_end_to_end(data, model, epochs=1, batch_size=100, threshold=1.0, device="cpu")
+    assert len(sl.config["confident_at_start"]) == 4 and sum(sl.config["confident_at_start"]) <= 200
+    with pytest.warns(UserWarning, match="4 of 4 clusters have no image above confidence 1.0"):
+        never = selflabel_end_to_end(data, model, epochs=1, batch_size=100, threshold=1.0, device="cpu")
+    assert never.config["confident_at_start"] == [0, 0, 0, 0]
     assert never.history[0]["skipped_steps"] == 2 and never.history[0]["confident"] == 0
     for a, b in zip(never.net.parameters(), model.net.parameters()):
         assert torch.equal(a, b)  # nothing confident: no optimiser step (BatchNorm statistics do move)
