@@ -17,8 +17,8 @@ from nolabel.nn.losses import scan_loss
 from nolabel.train import checkpoint as C
 from nolabel.train.distributed import ShardedBatches
 from nolabel.train.end_to_end import (
-    DigitAugment, EndToEndModel, FrozenBlocks, lsdc_end_to_end, relabel_epochs, scan_end_to_end, scan_objective,
-    sela_end_to_end, selflabel_end_to_end,
+    DigitAugment, EndToEndModel, FrozenBlocks, Normalizer, _images, confident_counts, lsdc_end_to_end,
+    relabel_epochs, scan_end_to_end, scan_objective, sela_end_to_end, selflabel_end_to_end,
 )
 from nolabel.train.loop import fit
 from nolabel.neighbors import knn
@@ -195,6 +195,9 @@ def test_scan_then_selflabel(tiny):
     _valid(sl.predict_proba(data, device="cpu"))
     assert sl.history[0]["confident"] > 0
     assert len(sl.config["confident_at_start"]) == 4 and sum(sl.config["confident_at_start"]) <= 200
+    norm = Normalizer(model.config["mean"], model.config["std"])
+    every = confident_counts(model.net, _images(data, model.config), norm, torch.device("cpu"), 0.0)
+    assert every == np.bincount(probs.argmax(1), minlength=4).tolist()  # threshold 0: the cluster sizes
     with pytest.warns(UserWarning, match="4 of 4 clusters have no image above confidence 1.0"):
         never = selflabel_end_to_end(data, model, epochs=1, batch_size=100, threshold=1.0, device="cpu")
     assert never.config["confident_at_start"] == [0, 0, 0, 0]
