@@ -148,17 +148,22 @@ def test_pixels_flatten_channel_first_in_unit_range():
     assert out.shape == (1, 12) and bb.dim == 12
     assert torch.allclose(out, expected, atol=1e-6)
 
-    gray = Image.fromarray(np.array([[0, 51], [102, 255]], dtype=np.uint8)).convert("RGB")
+    gray = Image.fromarray(np.array([[0, 51], [102, 255]], dtype=np.uint8))
     bb = backbones.get("pixels", device="cpu")
     assert torch.allclose(bb.embed([gray]), torch.tensor([[0.0, 0.2, 0.4, 1.0]]), atol=1e-6)
     assert bb.describe()["preprocessing"]["item_shape"] == [1, 2, 2]
     assert backbones.get("pixels?channels=3", device="cpu").embed([gray]).shape == (1, 12)
+    # an RGB image with R == G == B stays three-channel: channels are the data set's, never per image
+    gray_looking = gray.convert("RGB")
+    mixed = backbones.get("pixels", device="cpu").embed([gray_looking, Image.fromarray(rgb)])
+    assert mixed.shape == (2, 12)
+    assert torch.allclose(mixed[0].view(3, 4), torch.tensor([0.0, 0.2, 0.4, 1.0]).expand(3, 4), atol=1e-6)
 
 
 def test_pixels_resize_and_size_checks():
     flat = Image.fromarray(np.full((6, 4, 3), 153, dtype=np.uint8))
     out = backbones.get("pixels:2", device="cpu").embed([flat])
-    assert torch.allclose(out, torch.full((1, 4), 0.6), atol=1e-6)  # gray, resized to 2x2
+    assert torch.allclose(out, torch.full((1, 12), 0.6), atol=1e-6)  # RGB stays RGB, resized to 2x2
     bb = backbones.get("pixels", device="cpu")
     with pytest.raises(NolabelError, match="pixels:<size>"):
         bb.embed([flat, Image.new("RGB", (3, 3))])

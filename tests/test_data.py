@@ -24,8 +24,9 @@ from nolabel.errors import NolabelError
 
 
 def pixels(image: Image.Image) -> np.ndarray:
-    assert image.mode == "RGB"
-    return np.asarray(image)
+    """(H, W, 3) values of an image of a data set (gray data sets give L images)."""
+    assert image.mode in ("RGB", "L")
+    return np.asarray(image.convert("RGB"))
 
 
 # ---- image folders ------------------------------------------------------------------------
@@ -76,6 +77,31 @@ def test_folder_converts_every_mode_and_reports_broken_files(tmp_path):
     assert len(unverified) == 9 and unverified.skipped == []
     with pytest.raises(NolabelError, match="cannot read image .*f_corrupt.jpg"):
         unverified.load(unverified.ids.index("f_corrupt.jpg"))
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_folder_channels_are_decided_once_per_data_set(tmp_path, verify):
+    """Colour if any file is stored in colour, else gray; never decided per image."""
+    gray = tmp_path / "gray"
+    gray.mkdir()
+    Image.fromarray(np.full((4, 4), 9, np.uint8), mode="L").save(gray / "a.png")
+    gray_palette = Image.new("P", (4, 4))
+    gray_palette.putpalette([v for g in range(256) for v in (g, g, g)])
+    gray_palette.save(gray / "b.png")
+    data = load_image_folder(gray, verify=verify)
+    assert {data.load(i).mode for i in range(len(data))} == {"L"}
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.full((4, 4), 9, np.uint8), mode="L").save(photos / "a.png")
+    Image.fromarray(np.full((4, 4, 3), 50, np.uint8)).save(photos / "b_looks_gray.png")  # RGB with R = G = B
+    Image.fromarray(np.full((4, 4, 3), (200, 10, 50), np.uint8)).save(photos / "c.png")
+    data = load_image_folder(photos, verify=verify)
+    assert {data.load(i).mode for i in range(len(data))} == {"RGB"}
+    from nolabel import backbones
+
+    x = backbones.get("pixels", device="cpu").embed([data.load(i) for i in range(len(data))])
+    assert x.shape == (3, 48)
 
 
 def test_folder_labels_from_first_level_subfolders(tmp_path):

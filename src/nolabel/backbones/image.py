@@ -28,7 +28,7 @@ def as_pil(item: Any) -> Image.Image:
     if isinstance(item, Image.Image):
         return item if item.mode == "RGB" else item.convert("RGB")
     if isinstance(item, np.ndarray):
-        return array_to_pil(item)
+        return array_to_pil(item).convert("RGB")
     raise TypeError(f"expected a PIL image or an array, got {type(item).__name__}")
 
 

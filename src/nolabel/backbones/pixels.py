@@ -2,8 +2,9 @@
 
 Each image becomes a float tensor in [0, 1] (uint8 / 255; float arrays are taken as
 already in [0, 1]), optionally resized to size x size (bilinear, antialiased), then
-flattened channel-first (C, H, W). An RGB image whose three channels are equal is a
-grayscale image and keeps one channel; ``?channels=1`` converts colour to luma
+flattened channel-first (C, H, W). An image keeps its own channels (L: one, RGB:
+three; a data set decides this once for all its images, see :mod:`nolabel.data`),
+never inferred from its pixel values; ``?channels=1`` converts colour to luma
 (0.299 R + 0.587 G + 0.114 B) and ``?channels=3`` repeats a gray channel.
 Without a size every image must have the same size. On ``vector`` data each item (a
 1-D array) passes through unchanged. ``dim`` is known once the first batch is seen,
@@ -66,9 +67,8 @@ class PixelsBackbone(Backbone):
         c = t.shape[0]
         if c not in (1, 3):
             raise NolabelError(f"pixels backbone takes images with 1 or 3 channels, got {c}")
-        gray = c == 3 and bool((t == t[:1]).all())
-        if c == 3 and (self.channels == 1 or (self.channels is None and gray)):
-            t = t[:1] if gray else torch.einsum("c,chw->hw", LUMA, t).unsqueeze(0)
+        if c == 3 and self.channels == 1:
+            t = torch.einsum("c,chw->hw", LUMA, t).unsqueeze(0)
         elif c == 1 and self.channels == 3:
             t = t.expand(3, -1, -1)
         if self.size and tuple(t.shape[1:]) != (self.size, self.size):
@@ -104,7 +104,7 @@ class PixelsBackbone(Backbone):
             "scale": "integers / dtype max (uint8 / 255), floats as given",
             "resize": self.size,
             "interpolation": "bilinear (antialias)" if self.size else None,
-            "channels": self.channels or "auto (1 when R == G == B)",
+            "channels": self.channels or "the data set's (1 gray, 3 colour)",
             "layout": "CHW flattened",
             "item_shape": list(self.item_shape) if self.item_shape else None,
         }

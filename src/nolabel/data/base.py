@@ -6,7 +6,9 @@ when known, integer labels and class names. Items are materialised lazily by
 
 Modalities and what ``load(i)`` returns:
 
-- ``"image"``: a ``PIL.Image.Image`` in RGB mode;
+- ``"image"``: a ``PIL.Image.Image``, in RGB mode when the data set has any colour
+  image and in L mode when all of its images are gray: decided once per data set, so
+  every item of one data set has the same number of channels;
 - ``"text"``: a ``str``;
 - ``"vector"``: a 1-D ``numpy.float32`` array (precomputed features, tabular data).
 """
@@ -97,13 +99,14 @@ class Dataset:
 
 
 def array_to_pil(array: np.ndarray) -> Image.Image:
-    """An (H, W) or (H, W, C) array to an RGB PIL image (uint8, or float in [0, 1])."""
+    """An (H, W) or (H, W, 1) array to an L image, an (H, W, 3) one to RGB (uint8, or float
+    in [0, 1]); an array data set has one shape, hence one channel count."""
     a = np.asarray(array)
     if a.dtype != np.uint8:
         a = np.clip(np.rint(a.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
-    return Image.fromarray(a).convert("RGB")
+    return Image.fromarray(a).convert("L" if a.ndim == 2 else "RGB")
 
 
 def as_path(path: str | Path) -> Path:

@@ -13,9 +13,13 @@ stage and are never dropped silently. It costs about 1 s per 10,000 small (32x32
 JPEGs on one core; large photos are checked on a thread pool. ``verify=False`` only
 lists files; an unreadable one then raises :class:`NolabelError` when it is loaded.
 
-Every image is returned in RGB: grayscale and palette images are converted, images
-with transparency (RGBA, LA, palette or grayscale with a transparent colour) are
-composited on white, 16-bit and 32-bit integer images ("I;16", "I") are scaled from
+Channels are decided once per data set, never per image: when any file is stored in
+colour (RGB, RGBA, CMYK, YCbCr, a palette with a non-gray colour ...) every image is
+returned in RGB, otherwise every image is returned in L (gray). So a colour photo
+collection whose few gray-looking pictures have R = G = B stays three-channel
+throughout. The decision reads only the files' headers (also with ``verify=False``).
+Conversion rules: palette images are converted, images with transparency (RGBA, LA,
+palette or grayscale with a transparent colour) are composited on white, 16-bit and 32-bit integer images ("I;16", "I") are scaled from
 0..65535 to 0..255, float images ("F") from [0, 1] (or clipped to 0..255 when their
 values exceed 1), and the EXIF orientation is applied.
 """
@@ -75,6 +79,38 @@ def _decode(path: str | os.PathLike, draft: bool = False) -> Image.Image:
             image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
         image.load()
     return to_rgb(ImageOps.exif_transpose(image))
+
+
+GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def is_colour_image(image: Image.Image) -> bool:
+    """Whether ``image`` (opened, not necessarily decoded) is stored in colour: any mode
+    but the gray ones, and a palette only when one of its entries has R != G or G != B."""
+    if image.mode in GRAY_MODES:
+        return False
+    if image.mode in ("P", "PA"):
+        palette = image.getpalette() or []
+        return any(not (palette[i] == palette[i + 1] == palette[i + 2]) for i in range(0, len(palette) - 2, 3))
+    return True
+
+
+def _file_is_colour(path: str | os.PathLike) -> bool:
+    try:
+        with Image.open(path) as image:
+            return is_colour_image(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False  # unreadable files are skipped or reported when loaded
+
+
+def any_colour(paths: Sequence[str]) -> bool:
+    """True when any of ``paths`` is stored in colour (reads headers until the first colour one)."""
+    return any(_file_is_colour(p) for p in paths)
+
+
+def open_gray(path: str | os.PathLike) -> Image.Image:
+    """The image at ``path`` in L mode (the loader of data sets whose every file is gray)."""
+    return open_rgb(path).convert("L")
 
 
 def open_rgb(path: str | os.PathLike) -> Image.Image:
@@ -197,14 +233,15 @@ def load_image_folder(
         keep, skipped = drop_unreadable([str(base / r) for r in rels], rels, where=f" in {root}", workers=workers)
         rels = [rels[i] for i in keep]
     labels, class_names = _folder_labels(rels, root)
+    files = [str(base / r) for r in rels]
     return Dataset(
         name=name or _folder_name(root),
         modality="image",
-        source=[str(base / r) for r in rels],
+        source=files,
         ids=rels,
         labels=labels,
         class_names=class_names,
-        loader=open_rgb,
+        loader=open_rgb if any_colour(files) else open_gray,
         skipped=skipped,
         origin=str(root),
     )
@@ -242,4 +279,5 @@ def images_dataset(paths: Sequence[str | os.PathLike], verify: bool = True, name
     if verify:
         keep, skipped = drop_unreadable(files, ids, where="")
         files, ids = [files[i] for i in keep], [ids[i] for i in keep]
-    return Dataset(name=name, modality="image", source=files, ids=ids, loader=open_rgb, skipped=skipped)
+    loader = open_rgb if any_colour(files) else open_gray
+    return Dataset(name=name, modality="image", source=files, ids=ids, loader=loader, skipped=skipped)
