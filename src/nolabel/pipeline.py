@@ -1,18 +1,37 @@
 """The whole chain with an on-disk cache: features -> neighbours -> methods -> report.
 
 Each stage writes into ``RUN_DIR/stages/<stage>-<hash>/``, the hash covering every
-setting that produced it and the hash of the stage it reads. A stage is complete when
-its ``done.json`` (written last, atomically) exists, so a second run with the same
-settings does no work, a changed setting redoes only the stages downstream of it, and
-a killed run resumes: feature extraction continues from its last flushed batch, method
-fitting from the last finished seed. ``RUN_DIR/run.json`` is the manifest the report,
-``predict`` and ``export`` read (layout in ``docs/run-folder.md``).
+setting that produced it, the hash of the stage it reads, and fingerprints of its
+inputs: the data (:mod:`nolabel.fingerprint`: for a folder its files' relative paths,
+sizes and mtimes; for a file its size, mtime and content hash) and a local backbone's
+weights. Changed data or weights therefore give a new key and the stage is recomputed;
+the log says why (what differs from the newest cached stage of the same kind).
+
+A stage is complete when its ``done.json`` exists; it is written last, atomically, and
+only after the stage's files have been loaded back. A cached stage whose files no longer
+load is recomputed (the log says so). So a second run with the same settings does no
+work, a changed setting redoes only the stages downstream of it, and a killed run
+resumes: feature extraction continues from its last flushed batch, method fitting from
+the last finished seed.
+
+One run at a time writes into a run folder: ``fit`` holds ``RUN_DIR/.lock`` (the
+``filelock`` package; released by the OS if the process dies), and a second run on
+the same folder stops at once with a one-line error.
+
+``RUN_DIR/run.json`` is the manifest the report, ``predict`` and ``export`` read
+(layout in ``docs/run-folder.md``; format version :data:`RUN_VERSION`, older versions
+are migrated on reading, newer ones refused). Runs into the same folder accumulate:
+results of earlier runs made on the same features stay listed after the new ones
+(a result of the same name is replaced).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
+import zipfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,7 +41,8 @@ import numpy as np
 from .errors import NolabelError
 from .io import read_json, write_json
 
-RUN_VERSION = 1
+RUN_FORMAT = "nolabel-run"
+RUN_VERSION = 2  # 2: "format", per-result "k", "seeds" and "params"; results accumulate
 
 
 @dataclass
@@ -98,19 +118,92 @@ class Pipeline:
     # ---- stages --------------------------------------------------------------------
     def fit(self, progress: bool = True, log=print) -> "Pipeline":
         cfg = self.config
-        self.manifest = {"version": RUN_VERSION, "config": asdict(cfg), "timings": {}, "results": []}
-        features_path = self._features_stage(progress, log)
-        x = np.asarray(np.load(features_path, mmap_mode="r"), dtype=np.float32)
-        k = self._resolve_k(x, features_path, log)
-        self.manifest["k"] = k
-        needed = self._neighbors_needed(k)
-        self.manifest["neighbors"] = None
-        if needed:
-            self.manifest["neighbors"] = self._rel(self._neighbors_stage(features_path, x, needed, log))
-        for method in cfg.methods:
-            self._method_stage(method, features_path, x, k, log)
-        self._write_manifest()
+        check_backbone(cfg.backbone)  # before the data is read: a wrong spec fails in a second
+        with self._locked():
+            self.manifest = {"format": RUN_FORMAT, "version": RUN_VERSION, "config": asdict(cfg), "timings": {}, "results": []}
+            features_path = self._features_stage(progress, log)
+            x = np.asarray(np.load(features_path, mmap_mode="r"), dtype=np.float32)
+            k = self._resolve_k(x, features_path, log)
+            self.manifest["k"] = k
+            needed = self._neighbors_needed(k, len(x))
+            self.manifest["neighbors"] = None
+            if needed:
+                self.manifest["neighbors"] = self._rel(self._neighbors_stage(features_path, x, needed, log))
+            for method in cfg.methods:
+                self._method_stage(method, features_path, x, k, log)
+            self._keep_earlier_results(log)
+            self._write_manifest()
         return self
+
+    @contextmanager
+    def _locked(self):
+        """Hold ``RUN_DIR/.lock`` while writing; a second writer gets a one-line error."""
+        from filelock import FileLock, Timeout
+
+        if self.out.exists() and not self.out.is_dir():
+            raise NolabelError(f"--out {self.out} is a file; give a folder for the run (it is created if missing)")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NolabelError(f"cannot create the run folder {self.out}: {exc.strerror}") from None
+        lock = FileLock(str(self.out / ".lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise NolabelError(
+                f"another nolabel run is writing into {self.out} (it holds {self.out / '.lock'}); "
+                "wait for it to finish, or pass another --out"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _cached(self, stage: Path, kind: str, settings: dict[str, Any], check, log) -> bool:
+        """Whether ``stage`` is complete and loads; logs why it is (re)computed otherwise."""
+        if (stage / "done.json").exists():
+            problem = check()
+            if problem is None:
+                return True
+            log(f"{kind}: the cached stage {stage.name} is damaged ({problem}); recomputing it")
+            shutil.rmtree(stage, ignore_errors=True)
+            return False
+        why = "resuming the unfinished stage" if stage.exists() else self._why_new(stage, settings)
+        if why:
+            log(f"{kind}: {why}")
+        return False
+
+    def _why_new(self, stage: Path, settings: dict[str, Any]) -> str | None:
+        """What differs from the newest complete stage of the same kind (None when there is none)."""
+        from .fingerprint import describe_change
+
+        kind = stage.name.rsplit("-", 1)[0]
+        cached = []
+        for done in (self.out / "stages").glob(f"{kind}-*/done.json"):
+            try:
+                cached.append((done.stat().st_mtime, read_json(done)["settings"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        if not cached:
+            return None
+        old = max(cached, key=lambda pair: pair[0])[1]
+        reasons = []
+        for key, value in settings.items():
+            before = old.get(key)
+            if before == value:
+                continue
+            if isinstance(value, dict) and "fingerprint" in value:
+                if before is None or not isinstance(before, dict) or before.get("spec") != value.get("spec"):
+                    reasons.append(f"{key} {_short(before)} -> {_short(value.get('spec'))}")
+                elif before.get("fingerprint") != value.get("fingerprint") and value.get("fingerprint"):
+                    reasons.append(f"{key} changed since it was cached: {describe_change(before.get('fingerprint'), value['fingerprint'])}")
+                else:
+                    reasons.append(f"{key} changed")
+            elif key == "features":
+                reasons.append("the features were recomputed")
+            else:
+                reasons.append(f"{key} {_short(before)} -> {_short(value)}")
+        return "recomputing: " + "; ".join(reasons or ["settings changed"])
 
     def _features_stage(self, progress: bool, log) -> Path:
         from . import backbones
@@ -118,17 +211,25 @@ class Pipeline:
         from .items import save_items
 
         cfg = self.config
-        settings = {"data": _data_identity(cfg.data), "split": cfg.split, "backbone": cfg.backbone, "normalize": cfg.normalize}
+        settings = {
+            "data": data_identity(cfg.data), "split": cfg.split, "backbone": backbone_identity(cfg.backbone),
+            "normalize": cfg.normalize,
+        }
         stage = self.out / "stages" / stage_key("features", settings)
         path = stage / "features.npy"
-        if not (stage / "done.json").exists():
+        if not self._cached(stage, "features", settings, lambda: _features_problem(path), log):
             t0 = time.perf_counter()
             dataset = self.dataset()
             log(f"features: {cfg.backbone} on {len(dataset)} {dataset.modality} items")
             model = backbones.get(cfg.backbone, device=cfg.device, modality=dataset.modality)
             extract_features(dataset, model, path, batch_size=cfg.batch_size, normalize=cfg.normalize, progress=progress)
             save_items(path, dataset)
-            write_json(stage / "done.json", {"settings": settings, "seconds": time.perf_counter() - t0})
+            problem = _features_problem(path)
+            if problem is not None:
+                raise NolabelError(f"the features just written to {stage} do not load back ({problem}); check the disk")
+            seconds = time.perf_counter() - t0
+            write_json(stage / "done.json", {"settings": settings, "seconds": seconds})
+            log(f"features: {len(dataset)} items done in {seconds:.1f} s")
         self.manifest["features"] = self._rel(path)
         self.manifest["dataset"] = read_json(path.with_suffix(".json")).get("dataset", {})
         self.manifest["timings"]["features"] = read_json(stage / "done.json")["seconds"]
@@ -150,14 +251,23 @@ class Pipeline:
         log(f"k: estimated {estimate['k']} clusters ({estimate['method']})")
         return int(estimate["k"])
 
-    def _neighbors_needed(self, k: int) -> int:
+    def _neighbors_needed(self, k: int, n: int) -> int:
+        """The most neighbours any method of the run needs (0: none); each must be < ``n``."""
         from .clustering import make_method, neighbors_needed
 
         needs = []
         for entry in self.config.methods:
             method, then = self._split(entry)
-            needs.append(neighbors_needed(make_method(method, k, self.config.params.get(method, {}), 0, then)) or 0)
+            need = neighbors_needed(make_method(method, k, self.config.params.get(method, {}), 0, then)) or 0
+            if need >= n:
+                raise NolabelError(
+                    f"{method} uses {need} neighbours per item but the data set has only {n} items; "
+                    f"pass -p {method}.n_neighbors=M with M <= {n - 1} (or use more data)"
+                )
+            needs.append(need)
         if self.config.n_neighbors is not None and max(needs, default=0):
+            if self.config.n_neighbors >= n:
+                raise NolabelError(f"n_neighbors {self.config.n_neighbors} needs more than the {n} items of the data set; use at most {n - 1}")
             return max(self.config.n_neighbors, max(needs))
         return max(needs, default=0)
 
@@ -187,22 +297,51 @@ class Pipeline:
         name = method + (f"+{then}" if then else "")
         settings = {
             "features": features_path.parent.name, "method": method, "then": then, "k": k,
-            "params": params, "then_params": then_params, "seeds": cfg.seeds,
+            "params": params, "then_params": then_params, "seeds": cfg.seeds, "n_neighbors": cfg.n_neighbors,
         }
         stage = self.out / "stages" / stage_key(f"method-{method}", settings)
-        if not (stage / "done.json").exists():
+        if not self._cached(stage, name, settings, lambda: _method_problem(stage, cfg.seeds), log):
             t0 = time.perf_counter()
             log(f"{name}: K={k}, seeds {cfg.seeds}")
-            summary = fit_seeds(
+            fit_seeds(
                 features_path, method, k, params, cfg.seeds, then=then, out_dir=stage, reuse_done=True, x=x,
                 then_params=then_params,
             )
-            write_json(stage / "done.json", {"settings": settings, "seconds": time.perf_counter() - t0})
+            problem = _method_problem(stage, cfg.seeds)
+            if problem is not None:
+                raise NolabelError(f"the results just written to {stage} do not load back ({problem}); check the disk")
+            seconds = time.perf_counter() - t0
+            write_json(stage / "done.json", {"settings": settings, "seconds": seconds})
+            log(f"{name}: done in {seconds:.1f} s")
         summary = read_json(stage / "summary.json")
         self.manifest["timings"][name] = read_json(stage / "done.json")["seconds"]
-        self.manifest["results"].append(
-            {"name": name, "dir": self._rel(stage), "primary_seed": cfg.seeds[0], "metrics": summary["metrics"]}
-        )
+        self.manifest["results"].append({
+            "name": name, "dir": self._rel(stage), "primary_seed": cfg.seeds[0], "metrics": summary["metrics"],
+            "k": k, "seeds": cfg.seeds, "params": params, "then_params": then_params,
+        })
+
+    def _keep_earlier_results(self, log) -> None:
+        """Append the results of ``run.json`` made on the same features by earlier runs
+        (not those this run replaced by name, nor those whose stage is gone)."""
+        path = self.out / "run.json"
+        if not path.exists():
+            return
+        try:
+            earlier = read_manifest(path)
+        except NolabelError as exc:
+            log(f"run.json: {exc}; writing a new one")
+            return
+        if earlier.get("features") != self.manifest["features"]:
+            if earlier.get("results"):
+                log(f"run.json: {len(earlier['results'])} earlier result(s) were made on other features "
+                    "(data or backbone changed) and are no longer listed")
+            return
+        names = {r["name"] for r in self.manifest["results"]}
+        kept = [r for r in earlier["results"] if r["name"] not in names and (self.out / r["dir"] / "done.json").exists()]
+        self.manifest["results"].extend(kept)
+        for result in kept:
+            if result["name"] in earlier.get("timings", {}):
+                self.manifest["timings"][result["name"]] = earlier["timings"][result["name"]]
 
     def _write_manifest(self) -> None:
         write_json(self.out / "run.json", self.manifest)
@@ -233,16 +372,30 @@ class Pipeline:
                 return self.out / result["dir"]
         raise NolabelError(f"no result {name!r} in {self.out}; it has {', '.join(r['name'] for r in self.results)}")
 
+    def _result(self, name: str | None) -> dict[str, Any]:
+        self.result_dir(name)  # the errors for a missing run or name
+        return self.results[0] if name is None else next(r for r in self.results if r["name"] == name)
+
     def model(self, name: str | None = None, seed: int | None = None):
+        """The fitted method of result ``name`` (default: the first) for ``seed`` (default: its primary seed)."""
+        from safetensors import SafetensorError
+
         from .methods import ClusterMethod
 
-        seed = self.config.seeds[0] if seed is None else seed
-        return ClusterMethod.load(self.result_dir(name) / f"seed{seed}" / "model")
+        seed = self._result(name).get("primary_seed", self.config.seeds[0]) if seed is None else seed
+        folder = self.result_dir(name) / f"seed{seed}" / "model"
+        try:
+            return ClusterMethod.load(folder)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
+            raise NolabelError(
+                f"the fitted model in {folder} is damaged or missing ({_first_line(exc)}); "
+                f"re-run `nolabel run` with --out {self.out} to recompute it"
+            ) from None
 
     def assignment(self, name: str | None = None, seed: int | None = None):
         from .assignments import Assignment
 
-        seed = self.config.seeds[0] if seed is None else seed
+        seed = self._result(name).get("primary_seed", self.config.seeds[0]) if seed is None else seed
         return Assignment.load(self.result_dir(name) / f"seed{seed}" / "assignment.npz")
 
     def predict(self, data: str | Sequence[Any], name: str | None = None, batch_size: int | None = None):
@@ -264,9 +417,28 @@ class Pipeline:
             dataset = load_dataset(str(data), split=self.config.split)
         else:
             dataset = items_dataset(list(data))
+        method = self.model(name)  # a damaged run folder fails before any embedding
         model = backbones.get(self.config.backbone, device=self.config.device, modality=dataset.modality)
         x = embed_dataset(dataset, model, batch_size=batch_size or self.config.batch_size, normalize=self.config.normalize)
-        return Assignment.from_proba(self.model(name).predict_proba(x), ids=np.asarray(dataset.ids, dtype=str))
+        self._check_dim(x.shape[1], dataset)
+        return Assignment.from_proba(method.predict_proba(x), ids=np.asarray(dataset.ids, dtype=str))
+
+    def _check_dim(self, dim: int, dataset) -> None:
+        """New items must embed to the run's feature size (e.g. pixels of images of another size do not)."""
+        try:
+            meta = read_json(self.out / Path(self.manifest["features"]).with_suffix(".json"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # no sidecar to compare with: the method's own input check applies
+        if meta.get("dim") in (None, dim):
+            return
+        shape = ((meta.get("backbone") or {}).get("preprocessing") or {}).get("item_shape")
+        seen = f" ({'x'.join(map(str, shape))} images)" if shape else ""
+        hint = (" resize them to the run's size, or make the run with a fixed size such as pixels:32"
+                if dataset.modality == "image" else "")
+        raise NolabelError(
+            f"the new {dataset.modality} items give {dim} features with {self.config.backbone}, but the run's model "
+            f"was fitted on {meta['dim']}{seen};{hint or ' give items like those of the run'}"
+        )
 
     def report(self, out: str | Path | None = None) -> Path:
         from .report import build_report
@@ -277,17 +449,154 @@ class Pipeline:
 def load_run(path: str | Path) -> Pipeline:
     """A finished run, ready for ``predict``, ``report`` and ``export``."""
     path = Path(path)
+    if path.is_file() and path.name == "run.json":
+        path = path.parent
+    if not path.is_dir():
+        raise NolabelError(f"no run folder {path}; create one with `nolabel run DATA --out {path}`")
     if not (path / "run.json").exists():
         raise NolabelError(f"{path} is not a nolabel run folder (no run.json); create one with `nolabel run`")
-    manifest = read_json(path / "run.json")
-    pipeline = Pipeline(RunConfig(**manifest["config"]), out=path)
+    manifest = read_manifest(path / "run.json")
+    try:
+        config = RunConfig(**manifest["config"])
+    except TypeError as exc:
+        raise NolabelError(f"{path / 'run.json'} has an invalid config ({exc}); re-run `nolabel run`") from None
+    pipeline = Pipeline(config, out=path)
     pipeline.manifest = manifest
     return pipeline
 
 
-def _data_identity(spec: str) -> str:
-    """The data spec with local paths resolved, so the cache key names the data itself."""
-    prefix, _, rest = spec.rpartition(":") if ":" in spec and not Path(spec).exists() else ("", "", spec)
-    path = Path(rest).expanduser()
-    resolved = str(path.resolve()) if path.exists() else rest
-    return f"{prefix}:{resolved}" if prefix else resolved
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """``run.json`` checked and migrated to :data:`RUN_VERSION`; a one-line error when it cannot be."""
+    path = Path(path)
+    rerun = f"re-run `nolabel run ... --out {path.parent}` to rewrite it"
+    try:
+        manifest = read_json(path)
+    except ValueError:
+        raise NolabelError(f"{path} is damaged (not valid JSON); {rerun}") from None
+    except OSError as exc:
+        raise NolabelError(f"cannot read {path}: {exc.strerror}") from None
+    if not isinstance(manifest, dict) or manifest.get("format", RUN_FORMAT) != RUN_FORMAT:
+        raise NolabelError(f"{path} is not a nolabel run manifest; {rerun}")
+    version = manifest.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise NolabelError(f"{path} has no valid format version (got {version!r}); {rerun}")
+    if version > RUN_VERSION:
+        raise NolabelError(
+            f"{path} was written by a newer nolabel (run format {version}; this one reads up to {RUN_VERSION}); "
+            "upgrade nolabel to read it"
+        )
+    missing = [key for key in ("config", "features", "results") if key not in manifest]
+    if missing or not isinstance(manifest["results"], list) or not isinstance(manifest["config"], dict):
+        raise NolabelError(f"{path} lacks {', '.join(missing) or 'a valid config or results'}; {rerun}")
+    if version == 1:  # 1 -> 2: results carry their own K, seeds and parameters
+        config = manifest["config"]
+        for result in manifest["results"]:
+            result.setdefault("k", manifest.get("k"))
+            result.setdefault("seeds", config.get("seeds"))
+            method = str(result.get("name", "")).partition("+")[0]
+            result.setdefault("params", (config.get("params") or {}).get(method, {}))
+        manifest["format"], manifest["version"] = RUN_FORMAT, RUN_VERSION
+    return manifest
+
+
+def check_backbone(spec: str) -> None:
+    """Fail fast on an unknown backbone prefix or a missing ``local:`` checkpoint (before any data is read)."""
+    from .backbones.spec import adapters, parse_spec
+
+    parsed = parse_spec(spec)
+    if parsed.prefix not in adapters:
+        known = ", ".join(f"{name}:" for name in adapters.names())
+        raise NolabelError(f"unknown backbone {spec!r}; known prefixes: {known} (see `nolabel list backbones`)")
+    if parsed.prefix == "local":
+        path = Path(parsed.body).expanduser()
+        if not parsed.body or not path.is_file():
+            raise NolabelError(f"no checkpoint file {parsed.body or '(empty)'} for --backbone {spec}; "
+                               "give the .safetensors written by `nolabel pretext` (or another weights file)")
+
+
+def data_identity(spec: str) -> dict[str, Any]:
+    """The data spec with local paths resolved, and a fingerprint of what they hold.
+
+    The path part is the argument of a registered format (``mnist:DIR``, ``csv:FILE``),
+    or the whole spec; registered names without a path (``digits``) have no fingerprint.
+    """
+    from .data import registry
+    from .fingerprint import fingerprint
+
+    text = str(spec).strip()
+    prefix, sep, rest = text.partition(":")
+    if not sep and text in registry:  # e.g. digits
+        prefix, rest = text, ""
+    elif not (sep and prefix in registry):  # a path, as load_dataset reads it
+        prefix, rest = "", text
+    path = Path(rest).expanduser() if rest else None
+    if path is None or not path.exists():
+        return {"spec": text, "fingerprint": None}
+    resolved = str(path.resolve())
+    return {"spec": f"{prefix}:{resolved}" if prefix else resolved, "fingerprint": fingerprint(path)}
+
+
+def backbone_identity(spec: str) -> dict[str, Any]:
+    """The backbone spec and, when it names a local file or folder (``local:``, ``hf:DIR``,
+    ``st:DIR``), a fingerprint of its weights."""
+    from .backbones.spec import parse_spec
+    from .fingerprint import fingerprint
+
+    parsed = parse_spec(spec)
+    weights = None
+    if parsed.prefix in ("local", "hf", "st") and parsed.body:
+        path = Path(parsed.body).expanduser()
+        if path.exists():
+            weights = fingerprint(path)
+    return {"spec": spec, "fingerprint": weights}
+
+
+def _features_problem(path: Path) -> str | None:
+    """None when the features, their sidecar and item index load and agree, else what is wrong."""
+    from .features import load_features
+    from .items import load_items
+
+    try:
+        emb = load_features(path)
+        items = load_items(path)
+    except NolabelError as exc:
+        return str(exc)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        return _first_line(exc)
+    if len(items.ids) != len(emb):
+        return f"{len(items.ids)} item ids for {len(emb)} feature rows"
+    return None
+
+
+def _method_problem(stage: Path, seeds: list[int]) -> str | None:
+    """None when the summary and, per seed, the assignment, metrics and model files load."""
+    from safetensors import SafetensorError, safe_open
+
+    from .assignments import Assignment
+
+    try:
+        summary = read_json(stage / "summary.json")
+        if not isinstance(summary, dict) or "metrics" not in summary:
+            return "summary.json lacks metrics"
+        for seed in seeds:
+            folder = stage / f"seed{seed}"
+            read_json(folder / "metrics.json")
+            read_json(folder / "model" / "config.json")
+            with safe_open(str(folder / "model" / "state.safetensors"), framework="pt"):
+                pass
+            Assignment.load(folder / "assignment.npz")
+    except NolabelError as exc:
+        return str(exc)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, SafetensorError) as exc:
+        return _first_line(exc)
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -97,9 +97,13 @@ def save_backbone_checkpoint(
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors or torch file (unwrapping ``state_dict``/``model``, stripping ``module.``)."""
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state: Any = load_file(str(path), device="cpu")
+        try:
+            state: Any = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError) as exc:
+            raise NolabelError(f"cannot read {path} as a safetensors checkpoint ({exc}); re-save or re-download it") from None
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
