@@ -1,10 +1,15 @@
 """The ``nolabel`` command line: embed -> neighbors -> cluster -> evaluate.
 
-Every user error prints one line (``error: ...``) and exits with status 2.
+Every user error prints one line (``error: ...``) and exits with status 2, usage
+errors (an unknown option, a value of the wrong type) included. Hyper-parameters use
+one syntax everywhere: ``-p METHOD.NAME=VALUE`` (:mod:`nolabel.params`). Progress bars
+show on a terminal; in a log file each stage writes one line. Torch, OpenMP and BLAS
+use as many threads as the cores this process may run on, or ``OMP_NUM_THREADS``.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -26,8 +31,8 @@ app = typer.Typer(
 list_app = typer.Typer(help="List what is registered: backbones, methods, datasets.", no_args_is_help=True)
 app.add_typer(list_app, name="list")
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # log lines are never wrapped at 80 columns
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 # ---- embed ---------------------------------------------------------------------------
@@ -48,12 +53,16 @@ def embed(
     from .data import load_dataset
     from .features import extract_features
     from .items import save_items
+    from .pipeline import check_backbone
 
+    check_backbone(backbone)
+    if out.is_dir():
+        raise NolabelError(f"--out {out} is a folder; give the .npy file to write")
     dataset = load_dataset(data, split=split)
     model = backbones.get(backbone, device=device, modality=dataset.modality)
     emb = extract_features(
         dataset, model, out, batch_size=batch_size, normalize=normalize,
-        dtype="float16" if fp16 else "float32", num_workers=workers,
+        dtype="float16" if fp16 else "float32", num_workers=workers, progress=_show_progress(),
     )
     save_items(out, dataset)
     console.print(f"embeddings {emb.array.shape[0]} x {emb.array.shape[1]} ({emb.array.dtype}) -> {out}")
@@ -100,6 +109,7 @@ def pretext(
 
 # ---- train (end to end) ---------------------------------------------------------------
 TRAINERS = ("scan", "selflabel", "sela", "lsdc")
+TRAIN_FIXED = ("dataset", "backbone", "n_clusters", "k", "neighbors", "start", "model_dir", "from_dir")
 
 
 @app.command()
@@ -114,7 +124,7 @@ def train(
     epochs: int = typer.Option(50, help="Training epochs."),
     batch_size: int = typer.Option(128, help="Images per step (per process under torchrun)."),
     lr: float = typer.Option(1e-4, help="Adam learning rate (SCAN and self-labelling: 1e-4)."),
-    param: list[str] = typer.Option([], "--param", "-p", help="Other keyword NAME=VALUE of the trainer, e.g. -p n_heads=5."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Other keyword METHOD.NAME=VALUE (or NAME=VALUE) of the trainer, e.g. -p scan.n_heads=5."),
     split: str = typer.Option("train", help="Split for benchmark formats."),
     seed: int = typer.Option(0, help="Seed."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda ... (default: cuda when available; cuda:LOCAL_RANK under torchrun)."),
@@ -136,9 +146,19 @@ def train(
         raise NolabelError("selflabel needs --from MODEL_DIR (a trained model); the other methods need --backbone instead")
     if method != "selflabel" and (backbone is None or k is None):
         raise NolabelError(f"{method} needs --backbone PRETEXT.safetensors and --k")
-    dataset = load_dataset(data, split=split)
+    if start is not None and not start.is_dir():
+        raise NolabelError(f"--from {start}: no such folder; give the output folder of a trained model (e.g. of `nolabel train --method scan`)")
+    if backbone is not None and not backbone.is_file():
+        raise NolabelError(f"--backbone {backbone}: no such checkpoint file; give the .safetensors written by `nolabel pretext`")
+    if out.exists() and not out.is_dir():
+        raise NolabelError(f"--out {out} is a file; give a folder for the model")
+    trainer = {"scan": E.scan_end_to_end, "selflabel": E.selflabel_end_to_end, "sela": E.sela_end_to_end,
+               "lsdc": E.lsdc_end_to_end}[method]
     common = dict(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, out_dir=out, resume=resume,
-                  progress=D.is_main(), **parse_params(param))
+                  progress=D.is_main())
+    extra = method_params(param, trainer, method, allowed=(method,), fixed=tuple(common) + TRAIN_FIXED)
+    common.update(extra.get(method, {}))
+    dataset = load_dataset(data, split=split)
     if method == "scan":
         from . import backbones
         from .features import embed_dataset
@@ -200,42 +220,47 @@ def cluster(
     method: str = typer.Option("kmeans", "--method", "-m", help="Clustering method (see `nolabel list methods`)."),
     k: int = typer.Option(..., "--k", "-k", help="Number of clusters."),
     neighbors_file: Optional[Path] = typer.Option(None, "--neighbors", help="k-NN .npz from `nolabel neighbors` (methods that need it look for FEATURES.knn*.npz otherwise)."),
-    param: list[str] = typer.Option([], "--param", "-p", help="Method hyper-parameter NAME=VALUE (repeatable), e.g. -p epochs=50."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Hyper-parameter METHOD.NAME=VALUE (repeatable; NAME=VALUE means --method), e.g. -p scan.epochs=50."),
     seeds: str = typer.Option("0", help="Comma-separated seeds; with several, metrics are reported as mean +- std."),
     then: Optional[str] = typer.Option(None, "--then", help="A second stage on top of the fitted method, e.g. selflabel."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: FEATURES stem + .<method>/)."),
 ) -> None:
     """Cluster precomputed embeddings; score against labels when the data has them."""
+    from . import methods
     from .clustering import fit_seeds
 
-    params = parse_params(param)
+    owners = (method, then) if then else (method,)
+    params: dict = {}
+    for name in owners:
+        params.update(method_params(param, methods.get(name), method, allowed=owners, only=name))
     seed_list = parse_seeds(seeds)
     out = out or features.with_name(features.name.removesuffix(".npy") + f".{method}{'+' + then if then else ''}")
-    summary = fit_seeds(features, method, k, params, seed_list, then=then, neighbors_path=neighbors_file, out_dir=out)
+    if out.exists() and not out.is_dir():
+        raise NolabelError(f"--out {out} is a file; give a folder for the results")
+    summary = fit_seeds(features, method, k, params.get(method, {}), seed_list, then=then, neighbors_path=neighbors_file,
+                        out_dir=out, then_params=params.get(then, {}) if then else None)
     print_summary(summary)
     console.print(f"results -> {out}")
 
 
-def parse_params(pairs: list[str]) -> dict:
-    import yaml
+def method_params(pairs: list[str], target, default: str | None, allowed: tuple[str, ...],
+                  only: str | None = None, fixed: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """``-p`` pairs typed against ``target``'s signature: ``{method: {name: value}}`` for the
+    method ``only`` (default: all), refusing methods outside ``allowed``."""
+    from .params import FIXED, coerce_params, parse_assignments
 
-    params = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise NolabelError(f"--param expects NAME=VALUE, got {pair!r}")
-        name, value = pair.split("=", 1)
-        params[name.strip()] = yaml.safe_load(value)
-    return params
+    parsed = parse_assignments(pairs, default_method=default)
+    stray = sorted(set(parsed) - set(allowed))
+    if stray:
+        raise NolabelError(f"-p names method {stray[0]!r}, which this command does not run (it runs {', '.join(allowed)})")
+    return {name: coerce_params(target, values, name, fixed=fixed or FIXED)
+            for name, values in parsed.items() if only is None or name == only}
 
 
 def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise NolabelError(f"--seeds expects integers separated by commas, got {text!r}") from None
-    if not seeds:
-        raise NolabelError("--seeds is empty")
-    return seeds
+    from .pipeline import check_seeds
+
+    return check_seeds([s for s in text.split(",") if s.strip()])
 
 
 def print_summary(summary: dict) -> None:
@@ -298,27 +323,21 @@ def run(
         "methods": methods_ or method, "k": k, "seeds": parse_seeds(seeds) if seeds else None,
     }
     if param:
-        overrides["params"] = parse_method_params(param)
+        from .params import parse_assignments
+
+        named = (methods_ or method or "").split(",")
+        single = named[0].strip().partition("+")[0] if len(named) == 1 and "+" not in named[0] and not then else None
+        overrides["params"] = parse_assignments(param, default_method=single or None)
     if config is not None:
         cfg = RunConfig.from_yaml(resolve_preset(config), **overrides)
     else:
         if data is None:
             raise NolabelError("no data given: nolabel run DATA ... (or --config PRESET naming it)")
         cfg = RunConfig(**{key: value for key, value in overrides.items() if value is not None})
-    pipeline = Pipeline(cfg, out=out).fit(log=lambda msg: console.print(f"[dim]>[/] {msg}", highlight=False))
+    pipeline = Pipeline(cfg, out=out).fit(progress=_show_progress(), log=lambda msg: console.print(f"[dim]>[/] {msg}", highlight=False))
     print_comparison(pipeline)
     if not no_report:
         console.print(f"report: {pipeline.report()}")
-
-
-def parse_method_params(pairs: list[str]) -> dict:
-    params: dict[str, dict] = {}
-    for name, value in parse_params(pairs).items():
-        if "." not in name:
-            raise NolabelError(f"--param in `nolabel run` expects METHOD.NAME=VALUE, got {name!r}")
-        method, key = name.split(".", 1)
-        params.setdefault(method, {})[key] = value
-    return params
 
 
 def resolve_preset(config: Path) -> Path:
@@ -328,21 +347,43 @@ def resolve_preset(config: Path) -> Path:
     return config if config.exists() else preset_path(str(config))
 
 
-def print_comparison(pipeline) -> None:
+COMPARISON_COLUMNS = (("acc", "ACC"), ("many_to_one_acc", "M2O-ACC"), ("nmi", "NMI"), ("ari", "ARI"))
+
+
+def comparison_lines(pipeline) -> list[str]:
+    """The result table of a run as plain lines that fit in 80 columns (for terminals and logs).
+
+    Metrics are percentages, ``mean±std`` over seeds (the std omitted for one seed);
+    M2O-ACC is the many-to-one accuracy; long method names are shortened with "~".
+    """
     cfg = pipeline.config
     dataset = pipeline.manifest.get("dataset", {})
-    title = f"{dataset.get('name', cfg.data)} ({dataset.get('count', '?')} items), {cfg.backbone}, K={pipeline.manifest['k']}, seeds {cfg.seeds}"
-    table = Table(title=title)
-    columns = ("acc", "many_to_one_acc", "nmi", "ari")
-    table.add_column("method")
-    for col in columns:
-        table.add_column(col.upper().replace("_", "-"), justify="right")
-    table.add_column("seconds", justify="right")
+    lines = [f"{dataset.get('name', cfg.data)}: {dataset.get('count', '?')} items, {cfg.backbone}, "
+             f"K={pipeline.manifest['k']}, seeds {','.join(map(str, cfg.seeds))}"]
+    several = any(len(r.get("seeds") or cfg.seeds) > 1 for r in pipeline.results)
+    width = 12 if several else 7
+    name_width = min(22, max([6] + [len(r["name"]) for r in pipeline.results]))
+    header = f"{'method':<{name_width}}" + "".join(f" {title:>{width}}" for _, title in COMPARISON_COLUMNS) + f" {'seconds':>8}"
+    lines += [header, "-" * len(header)]
     for result in pipeline.results:
         m = result["metrics"]
-        cells = [f"{100 * m[c]['mean']:.2f} +- {100 * m[c]['std']:.2f}" if c in m else "-" for c in columns]
-        table.add_row(result["name"], *cells, f"{pipeline.manifest['timings'].get(result['name'], 0):.1f}")
-    console.print(table)
+        cells = []
+        for key, _ in COMPARISON_COLUMNS:
+            if key not in m:
+                cells.append("-")
+            elif several:
+                cells.append(f"{100 * m[key]['mean']:.2f}±{100 * m[key]['std']:.2f}")
+            else:
+                cells.append(f"{100 * m[key]['mean']:.2f}")
+        name = result["name"] if len(result["name"]) <= name_width else result["name"][: name_width - 1] + "~"
+        seconds = pipeline.manifest["timings"].get(result["name"], 0)
+        lines.append(f"{name:<{name_width}}" + "".join(f" {c:>{width}}" for c in cells) + f" {seconds:>8.1f}")
+    return lines
+
+
+def print_comparison(pipeline) -> None:
+    for line in comparison_lines(pipeline):
+        console.print(line, highlight=False, markup=False)
     if not any(r["metrics"] for r in pipeline.results):
         console.print("no labels: nothing to score (see the report for the clusters)")
 
@@ -387,6 +428,8 @@ def export(
     from .export import export_clusters
     from .pipeline import load_run
 
+    if to.exists() and not to.is_dir():
+        raise NolabelError(f"--to {to} is a file; give a folder (one sub-folder per cluster is made in it)")
     n = export_clusters(load_run(run_dir), to, copy=copy, name=result)
     console.print(f"{n} items exported into {to}")
 
@@ -444,15 +487,65 @@ def demo(
     run_demo(out, console)
 
 
-def main() -> None:
+def _show_progress() -> bool:
+    """Progress bars only on a terminal; a log file gets one line per stage instead."""
+    return sys.stderr.isatty()
+
+
+def limit_threads() -> int:
+    """Threads for torch, OpenMP and BLAS: ``OMP_NUM_THREADS`` when set, else the cores this
+    process may run on (its CPU affinity, which containers and ``taskset`` restrict)."""
+    given = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if given.isdigit() and int(given) > 0:
+        threads = int(given)
+    else:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    for name in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(name, str(threads))
+    if "torch" in sys.modules:  # already imported: set it directly
+        sys.modules["torch"].set_num_threads(threads)
+    return threads
+
+
+def _error(message: str) -> None:
+    """``error: MESSAGE`` on one line of stderr (a newline in the message becomes a space)."""
+    from rich.markup import escape
+
+    err_console.print("[bold red]error:[/] " + escape(str(message).replace("\r", " ").replace("\n", " ")), highlight=False)
+
+
+def _click_errors():
+    """The click exception classes typer raises (typer >= 0.20 vendors its own click)."""
     try:
-        app()
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def main() -> None:
+    clicks = _click_errors()
+    limit_threads()
+    try:
+        code = app(standalone_mode=False)
     except NolabelError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        _error(str(exc))
         sys.exit(2)
-    except KeyboardInterrupt:
+    except clicks.NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except clicks.UsageError as exc:
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        _error(exc.format_message() + where)
+        sys.exit(2)
+    except clicks.ClickException as exc:
+        _error(exc.format_message())
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, clicks.Abort):
         err_console.print("interrupted; finished stages are kept and a re-run resumes")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ The finished array is renamed onto ``x.npy`` in one step.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -196,10 +198,42 @@ def _open_partial(partial: Path, state_path: Path, settings: dict, shape: tuple[
         state_path.unlink(missing_ok=True)
         try:
             partial.parent.mkdir(parents=True, exist_ok=True)
+            _check_space(partial.parent, shape[0] * shape[1] * np.dtype(dtype).itemsize)
             array = np.lib.format.open_memmap(partial, mode="w+", dtype=dtype, shape=shape)
+            _allocate(partial)
         except OSError as exc:
             raise NolabelError(f"cannot write {partial}: {exc.strerror} (is the disk full?)") from None
     return array, start
+
+
+def _check_space(folder: Path, need: int) -> None:
+    """A one-line "disk full" error when ``folder``'s file system has less than ``need`` bytes free."""
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise NolabelError(f"disk full: need {need / 1e6:,.1f} MB at {folder}, only {free / 1e6:,.1f} MB free; "
+                           "free some space or write elsewhere")
+
+
+def _allocate(path: Path) -> None:
+    """Give the (sparse) memory-mapped file real blocks, so a disk that fills up meanwhile
+    is an error now instead of a SIGBUS when a row is written later."""
+    if not hasattr(os, "posix_fallocate"):  # not on macOS: the free-space check above stands alone
+        return
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            os.close(fd)
+            fd = -1
+            path.unlink(missing_ok=True)
+            raise NolabelError(f"disk full: need {size / 1e6:,.1f} MB at {path.parent}; free some space or write elsewhere") from None
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _finish_rows(feats: torch.Tensor, normalize: bool, dtype: str, row: int, dim: int) -> np.ndarray:
@@ -210,8 +244,8 @@ def _finish_rows(feats: torch.Tensor, normalize: bool, dtype: str, row: int, dim
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
         raise NolabelError(f"the backbone produced NaN or inf for item {row + int(np.flatnonzero(bad)[0])}; check that item and the model")
-    if normalize:
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    if normalize:  # norms in float64: finite float32 values up to 3e38 must not overflow to inf (rows of zeros)
+        x = (x / np.maximum(np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True), 1e-12)).astype(np.float32)
     out = x.astype(dtype)
     if not np.isfinite(out).all():
         raise NolabelError(f"features from item {row} overflow {dtype}; use float32 or --normalize")

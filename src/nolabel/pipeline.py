@@ -27,6 +27,7 @@ results of earlier runs made on the same features stay listed after the new ones
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import shutil
 import time
@@ -73,10 +74,17 @@ class RunConfig:
             self.k = int(self.k)
         if isinstance(self.k, int) and self.k < 2:
             raise NolabelError(f"--k must be at least 2, got {self.k}")
+        self.seeds = check_seeds(self.seeds)
         named = {part for entry in self.methods for part in entry.split("+")} | {self.then}
+        if not isinstance(self.params, dict) or not all(isinstance(v, dict) for v in self.params.values()):
+            raise NolabelError("params must map each method to its NAME: VALUE settings, e.g. {scan: {lr: 1e-4}}")
         unknown = sorted(set(self.params) - named)
         if unknown:
             raise NolabelError(f"params given for methods not in the run: {', '.join(unknown)}")
+        from . import methods
+        from .params import coerce_params
+
+        self.params = {name: coerce_params(methods.get(name), values, name) for name, values in self.params.items()}
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "RunConfig":
@@ -100,6 +108,26 @@ class RunConfig:
         return cls(**values)
 
 
+MAX_SEED = 2**32 - 1  # numpy and torch seeds
+
+
+def check_seeds(seeds: Any) -> list[int]:
+    """Seeds as a non-empty list of integers in 0..2**32-1 (a one-line error otherwise)."""
+    if isinstance(seeds, (int, str)) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    out = []
+    for seed in seeds if isinstance(seeds, (list, tuple)) else [seeds]:
+        text = str(seed).strip()
+        if isinstance(seed, bool) or not text.lstrip("-").isdigit():
+            raise NolabelError(f"seeds must be integers, got {seed!r}")
+        if not 0 <= int(text) <= MAX_SEED:
+            raise NolabelError(f"seed {text} is out of range: seeds are integers from 0 to {MAX_SEED}")
+        out.append(int(text))
+    if not out:
+        raise NolabelError("no seed given: pass --seeds 0 (or 0,1,2)")
+    return out
+
+
 def stage_key(kind: str, settings: dict[str, Any]) -> str:
     blob = json.dumps(settings, sort_keys=True, default=str)
     return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
@@ -114,11 +142,13 @@ class Pipeline:
         self.out = Path(out)
         self.manifest: dict[str, Any] = {}
         self._dataset = None
+        self._progress = False
 
     # ---- stages --------------------------------------------------------------------
     def fit(self, progress: bool = True, log=print) -> "Pipeline":
         cfg = self.config
         check_backbone(cfg.backbone)  # before the data is read: a wrong spec fails in a second
+        self._progress = progress
         with self._locked():
             self.manifest = {"format": RUN_FORMAT, "version": RUN_VERSION, "config": asdict(cfg), "timings": {}, "results": []}
             features_path = self._features_stage(progress, log)
@@ -194,7 +224,8 @@ class Pipeline:
                 continue
             if isinstance(value, dict) and "fingerprint" in value:
                 if before is None or not isinstance(before, dict) or before.get("spec") != value.get("spec"):
-                    reasons.append(f"{key} {_short(before)} -> {_short(value.get('spec'))}")
+                    was = before.get("spec") if isinstance(before, dict) else before
+                    reasons.append(f"{key} {_short(was)} -> {_short(value.get('spec'))}")
                 elif before.get("fingerprint") != value.get("fingerprint") and value.get("fingerprint"):
                     reasons.append(f"{key} changed since it was cached: {describe_change(before.get('fingerprint'), value['fingerprint'])}")
                 else:
@@ -304,8 +335,8 @@ class Pipeline:
             t0 = time.perf_counter()
             log(f"{name}: K={k}, seeds {cfg.seeds}")
             fit_seeds(
-                features_path, method, k, params, cfg.seeds, then=then, out_dir=stage, reuse_done=True, x=x,
-                then_params=then_params,
+                features_path, method, k, _with_progress(method, params, self._progress), cfg.seeds, then=then,
+                out_dir=stage, reuse_done=True, x=x, then_params=_with_progress(then, then_params, self._progress),
             )
             problem = _method_problem(stage, cfg.seeds)
             if problem is not None:
@@ -507,6 +538,10 @@ def check_backbone(spec: str) -> None:
     if parsed.prefix not in adapters:
         known = ", ".join(f"{name}:" for name in adapters.names())
         raise NolabelError(f"unknown backbone {spec!r}; known prefixes: {known} (see `nolabel list backbones`)")
+    if parsed.prefix == "pixels":  # cheap to build: checks its size and options
+        from . import backbones
+
+        backbones.get(spec, device="cpu")
     if parsed.prefix == "local":
         path = Path(parsed.body).expanduser()
         if not parsed.body or not path.is_file():
@@ -590,6 +625,16 @@ def _method_problem(stage: Path, seeds: list[int]) -> str | None:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, SafetensorError) as exc:
         return _first_line(exc)
     return None
+
+
+def _with_progress(method: str | None, params: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """``params`` plus ``progress=True`` for methods that train with a progress bar (not part of any key)."""
+    if not progress or method is None or "progress" in params:
+        return params
+    from . import methods
+
+    accepts = "progress" in inspect.signature(methods.get(method).__init__).parameters
+    return {**params, "progress": True} if accepts else params
 
 
 def _first_line(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from .base import Backbone
 from .spec import Spec, adapter
 
 LUMA = torch.tensor([0.299, 0.587, 0.114])
+MAX_SIZE = 1024  # pixels:1024 already gives 3M features per image
 
 
 def to_unit_chw(item: Any) -> torch.Tensor:
@@ -119,6 +120,8 @@ def _build(spec: Spec, modality: Optional[str]) -> PixelsBackbone:
         if not spec.body.isdigit() or int(spec.body) < 1:
             raise NolabelError(f"pixels size must be a positive integer, e.g. pixels:32 (got {spec.body!r})")
         size = int(spec.body)
+        if size > MAX_SIZE:
+            raise NolabelError(f"pixels:{size} would give {3 * size * size:,} features per image; use a size up to {MAX_SIZE}, e.g. pixels:32")
     channels = spec.options.get("channels")
     if channels is not None and channels not in ("1", "3"):
         raise NolabelError(f"pixels channels must be 1 or 3 (got {channels!r})")
