@@ -16,6 +16,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape as escape_markup
 from rich.table import Table
 
 from .errors import NolabelError
@@ -47,6 +48,7 @@ def embed(
     fp16: bool = typer.Option(False, "--fp16", help="Store embeddings as float16."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
     workers: int = typer.Option(0, help="DataLoader worker processes for image decoding."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="CSV/TSV: the column (name or index) holding the text."),
 ) -> None:
     """Extract features of DATA with a frozen backbone (resumes a killed run)."""
     from . import backbones
@@ -58,7 +60,8 @@ def embed(
     check_backbone(backbone)
     if out.is_dir():
         raise NolabelError(f"--out {out} is a folder; give the .npy file to write")
-    dataset = load_dataset(data, split=split)
+    options = {"text_columns": int(text_column) if text_column.lstrip("-").isdigit() else text_column} if text_column else {}
+    dataset = load_dataset(data, split=split, **options)
     model = backbones.get(backbone, device=device, modality=dataset.modality)
     emb = extract_features(
         dataset, model, out, batch_size=batch_size, normalize=normalize,
@@ -314,12 +317,13 @@ def run(
     out: Path = typer.Option(Path("runs/run"), "--out", "-o", help="Run folder: every stage is cached here, keyed by its settings."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip writing report.html."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="CSV/TSV: the column (name or index) holding the text."),
 ) -> None:
     """Run the whole chain: features -> neighbours -> methods -> evaluation -> report."""
     from .pipeline import Pipeline, RunConfig
 
     overrides = {
-        "data": data, "backbone": backbone, "then": then, "device": device, "split": split,
+        "data": data, "backbone": backbone, "then": then, "device": device, "split": split, "text_column": text_column,
         "methods": methods_ or method, "k": k, "seeds": parse_seeds(seeds) if seeds else None,
     }
     if param:
@@ -510,9 +514,7 @@ def limit_threads() -> int:
 
 def _error(message: str) -> None:
     """``error: MESSAGE`` on one line of stderr (a newline in the message becomes a space)."""
-    from rich.markup import escape
-
-    err_console.print("[bold red]error:[/] " + escape(str(message).replace("\r", " ").replace("\n", " ")), highlight=False)
+    err_console.print("[bold red]error:[/] " + escape_markup(str(message).replace("\r", " ").replace("\n", " ")), highlight=False)
 
 
 def _click_errors():
@@ -524,9 +526,16 @@ def _click_errors():
     return exceptions
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    err_console.print(f"[yellow]warning:[/] {escape_markup(str(message))}", highlight=False)
+
+
 def main() -> None:
+    import warnings
+
     clicks = _click_errors()
     limit_threads()
+    warnings.showwarning = _one_line_warning
     try:
         code = app(standalone_mode=False)
     except NolabelError as exc:

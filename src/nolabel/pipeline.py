@@ -62,6 +62,7 @@ class RunConfig:
     batch_size: int = 256
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str | None = None
+    text_column: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
@@ -246,6 +247,8 @@ class Pipeline:
             "data": data_identity(cfg.data), "split": cfg.split, "backbone": backbone_identity(cfg.backbone),
             "normalize": cfg.normalize,
         }
+        if cfg.text_column is not None:  # (absent otherwise, so earlier keys stay valid)
+            settings["text_column"] = cfg.text_column
         stage = self.out / "stages" / stage_key("features", settings)
         path = stage / "features.npy"
         if not self._cached(stage, "features", settings, lambda: _features_problem(path), log):
@@ -385,8 +388,18 @@ class Pipeline:
         if self._dataset is None:
             from .data import load_dataset
 
-            self._dataset = load_dataset(self.config.data, split=self.config.split)
+            self._dataset = load_dataset(self.config.data, split=self.config.split, **self._data_options(self.config.data))
         return self._dataset
+
+    def _data_options(self, spec: Any) -> dict[str, Any]:
+        """Loader keywords from the config: ``text_columns`` for CSV/TSV data."""
+        column = self.config.text_column
+        if column is None:
+            return {}
+        text = str(spec)
+        if not (text.startswith("csv:") or Path(text).suffix.lower() in (".csv", ".tsv")):
+            raise NolabelError(f"--text-column applies to CSV/TSV data, not to {text}")
+        return {"text_columns": int(column) if column.lstrip("-").isdigit() else column}
 
     @property
     def results(self) -> list[dict[str, Any]]:
@@ -445,7 +458,7 @@ class Pipeline:
         if isinstance(data, Dataset):
             dataset = data
         elif isinstance(data, (str, Path)):
-            dataset = load_dataset(str(data), split=self.config.split)
+            dataset = load_dataset(str(data), split=self.config.split, **self._data_options(data))
         else:
             dataset = items_dataset(list(data))
         method = self.model(name)  # a damaged run folder fails before any embedding

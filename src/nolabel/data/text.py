@@ -13,6 +13,13 @@ text is the columns named text/title/description/... (else all other columns);
 without one the label is column 0 when every value there is an integer
 (``class,title,description`` as in AG News) and the text is the rest.
 
+Blank documents (empty or only white space, after joining a CSV row's text columns)
+are dropped with one warning giving their count and line numbers, and listed in
+``dataset.skipped``; a file with no non-blank document is an error. Ids are the
+0-based line (row) numbers, so they stay those of the file when lines are dropped.
+When the text columns of a CSV are guessed (no header names one), a warning says
+which columns were used; ``text_columns`` (``--text-column``) chooses them.
+
 Labels: integer labels with a class-names file beside the data (``NAME_classes.txt``,
 the same without its last ``_part`` as in ``agnews_test.csv`` -> ``agnews_classes.txt``,
 or ``classes.txt``; one name per line) index those names, 1-based unless a 0 occurs;
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -76,15 +84,32 @@ def labels_with_names(raw: Sequence[str], names_path: Path | None, what: str) ->
     return encode_labels([str(v).strip() for v in raw])
 
 
-def text_dataset(docs: list[str], labels=None, class_names=None, name: str = "texts", origin: str = "") -> Dataset:
+def text_dataset(docs: list[str], labels=None, class_names=None, name: str = "texts", origin: str = "",
+                 first_line: int = 0) -> Dataset:
+    """Documents with ids = their 0-based positions; with ``origin`` (a file), blank documents
+    are dropped with a warning (see the module docstring)."""
     width = len(str(max(len(docs) - 1, 0)))
+    ids = [f"{i:0{width}d}" for i in range(len(docs))]
+    skipped: list[str] = []
+    blank = [i for i, d in enumerate(docs) if not d.strip()]
+    if origin and blank:
+        if len(blank) == len(docs):
+            raise NolabelError(f"{origin}: all {len(docs)} documents are blank; expected one document per line (row)")
+        lines = ", ".join(str(i + 1 + first_line) for i in blank[:5]) + (", ..." if len(blank) > 5 else "")
+        warnings.warn(f"{origin}: skipped {len(blank)} blank document(s) (line {lines}); listed in dataset.skipped",
+                      stacklevel=3)
+        keep = [i for i in range(len(docs)) if docs[i].strip()]
+        skipped = [ids[i] for i in blank]
+        docs, ids = [docs[i] for i in keep], [ids[i] for i in keep]
+        labels = None if labels is None else np.asarray(labels)[keep]
     return Dataset(
         name=name,
         modality="text",
         source=docs,
-        ids=[f"{i:0{width}d}" for i in range(len(docs))],
+        ids=ids,
         labels=labels,
         class_names=class_names,
+        skipped=skipped,
         origin=origin,
     )
 
@@ -95,6 +120,8 @@ def load_text(path: str | os.PathLike, labels: str | os.PathLike | None = None, 
     docs = read_lines(path)
     if not docs:
         raise NolabelError(f"{path} is empty; expected one document per line")
+    if not any(d.strip() for d in docs):
+        raise NolabelError(f"{path} has only blank lines; expected one document per line")
     if labels is None:
         beside = [path.with_name(f"{path.stem}_{s}{path.suffix}") for s in ("label", "labels")]
         label_path = next((p for p in beside if p.is_file()), None)
@@ -107,7 +134,11 @@ def load_text(path: str | os.PathLike, labels: str | os.PathLike | None = None, 
             raise NolabelError(
                 f"{path} has {len(docs)} lines but {label_path} has {len(raw)}; they must match line by line"
             )
-        codes, class_names = labels_with_names(raw, find_class_names(path), str(label_path))
+        labelled = [i for i, d in enumerate(docs) if d.strip()]  # blank documents are dropped: so are their labels
+        codes, class_names = labels_with_names([raw[i] for i in labelled], find_class_names(path), str(label_path))
+        full = np.zeros(len(docs), dtype=np.int64)
+        full[labelled] = codes
+        codes = full
     return text_dataset(docs, codes, class_names, name=name or path.stem, origin=str(path))
 
 
@@ -183,15 +214,27 @@ def load_csv(
         text_index = [_column(c, head, width, path) for c in _as_list(text_columns)]
     else:
         named_text = [i for i, h in enumerate(lowered) if h in TEXT_COLUMNS and i != label_index]
-        text_index = named_text or [i for i in range(width) if i != label_index]
+        text_index = named_text or [i for i in range(width) if i != label_index and (not lowered or lowered[i] != "id")]
+        if not named_text and text_index:
+            used = ", ".join(repr(head[i]) if head else str(i) for i in text_index)
+            label = f"label column {head[label_index]!r}" if head and label_index is not None else (
+                f"label column {label_index}" if label_index is not None else "no label column")
+            warnings.warn(f"{path}: no column is named like text ({', '.join(TEXT_COLUMNS[:4])}, ...); "
+                          f"using column(s) {used} as the text and {label} (choose with --text-column)", stacklevel=2)
     if not text_index:
-        raise NolabelError(f"{path} has no text column besides the label; give text_columns")
+        raise NolabelError(f"{path} has no text column besides the label; give text_columns (--text-column)")
 
     docs = [" ".join(r[i].strip() for i in text_index if r[i].strip()) for r in body]
+    if not any(d.strip() for d in docs):
+        raise NolabelError(f"{path}: the text column(s) are blank in every row; choose others with --text-column")
     codes = class_names = None
     if label_index is not None:
-        codes, class_names = labels_with_names([r[label_index] for r in body], find_class_names(path), str(path))
-    return text_dataset(docs, codes, class_names, name=name or path.stem, origin=str(path))
+        filled = [i for i, d in enumerate(docs) if d.strip()]  # blank documents are dropped: so are their labels
+        codes, class_names = labels_with_names([body[i][label_index] for i in filled], find_class_names(path), str(path))
+        full = np.zeros(len(docs), dtype=np.int64)
+        full[filled] = codes
+        codes = full
+    return text_dataset(docs, codes, class_names, name=name or path.stem, origin=str(path), first_line=int(has_header))
 
 
 def _as_list(columns: int | str | Sequence[int | str] | None) -> list[int | str]:
