@@ -432,8 +432,6 @@ def export(
     from .export import export_clusters
     from .pipeline import load_run
 
-    if to.exists() and not to.is_dir():
-        raise NolabelError(f"--to {to} is a file; give a folder (one sub-folder per cluster is made in it)")
     n = export_clusters(load_run(run_dir), to, copy=copy, name=result)
     console.print(f"{n} items exported into {to}")
 

@@ -17,6 +17,8 @@ from .io import atomic_path
 
 def export_clusters(pipeline, to: str | Path, copy: bool = False, name: str | None = None) -> int:
     """Write ``to/cluster_<c>/...`` for every item and ``to/clusters.csv``; returns N."""
+    if Path(to).exists() and not Path(to).is_dir():
+        raise NolabelError(f"--to {to} is a file; give a folder (one sub-folder per cluster is made in it)")
     assignment = pipeline.assignment(name)
     dataset = pipeline.dataset()
     if len(dataset) != len(assignment.clusters):

@@ -496,7 +496,7 @@ def load_run(path: str | Path) -> Pipeline:
     if path.is_file() and path.name == "run.json":
         path = path.parent
     if not path.is_dir():
-        raise NolabelError(f"no run folder {path}; create one with `nolabel run DATA --out {path}`")
+        raise NolabelError(f"{path} is not a nolabel run folder (no such folder); create one with `nolabel run DATA --out {path}`")
     if not (path / "run.json").exists():
         raise NolabelError(f"{path} is not a nolabel run folder (no run.json); create one with `nolabel run`")
     manifest = read_manifest(path / "run.json")
