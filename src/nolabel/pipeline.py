@@ -224,8 +224,10 @@ class Pipeline:
             if before == value:
                 continue
             if isinstance(value, dict) and "fingerprint" in value:
-                if before is None or not isinstance(before, dict) or before.get("spec") != value.get("spec"):
-                    was = before.get("spec") if isinstance(before, dict) else before
+                was = before.get("spec") if isinstance(before, dict) else before
+                if was == value.get("spec") and not isinstance(before, dict):
+                    reasons.append(f"{key} cached by an older nolabel without a fingerprint")
+                elif was != value.get("spec"):
                     reasons.append(f"{key} {_short(was)} -> {_short(value.get('spec'))}")
                 elif before.get("fingerprint") != value.get("fingerprint") and value.get("fingerprint"):
                     reasons.append(f"{key} changed since it was cached: {describe_change(before.get('fingerprint'), value['fingerprint'])}")
