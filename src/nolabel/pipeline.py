@@ -199,7 +199,7 @@ class Pipeline:
             log(f"{kind}: the cached stage {stage.name} is damaged ({problem}); recomputing it")
             shutil.rmtree(stage, ignore_errors=True)
             return False
-        why = "resuming the unfinished stage" if stage.exists() else self._why_new(stage, settings)
+        why = f"resuming the unfinished stage{_progress_note(stage)}" if stage.exists() else self._why_new(stage, settings)
         if why:
             log(f"{kind}: {why}")
         return False
@@ -650,6 +650,17 @@ def _with_progress(method: str | None, params: dict[str, Any], progress: bool) -
 
     accepts = "progress" in inspect.signature(methods.get(method).__init__).parameters
     return {**params, "progress": True} if accepts else params
+
+
+def _progress_note(stage: Path) -> str:
+    """`` (256 of 1500 items were done)`` for an unfinished features stage, seeds for a method stage."""
+    try:
+        state = read_json(stage / "features.partial.json")
+        return f" ({int(state['done'])} of {int(state['settings']['count'])} items were done)"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    seeds = sorted(stage.glob("seed*/metrics.json"))
+    return f" ({len(seeds)} seed(s) were done)" if seeds else ""
 
 
 def _first_line(exc: BaseException) -> str:
