@@ -357,7 +357,7 @@ COMPARISON_COLUMNS = (("acc", "ACC"), ("many_to_one_acc", "M2O-ACC"), ("nmi", "N
 def comparison_lines(pipeline) -> list[str]:
     """The result table of a run as plain lines that fit in 80 columns (for terminals and logs).
 
-    Metrics are percentages, ``mean±std`` over seeds (the std omitted for one seed);
+    Metrics are percentages, ``mean+-std`` over seeds (the std omitted for one seed);
     M2O-ACC is the many-to-one accuracy; long method names are shortened with "~".
     """
     cfg = pipeline.config
@@ -376,7 +376,7 @@ def comparison_lines(pipeline) -> list[str]:
             if key not in m:
                 cells.append("-")
             elif several:
-                cells.append(f"{100 * m[key]['mean']:.2f}±{100 * m[key]['std']:.2f}")
+                cells.append(f"{100 * m[key]['mean']:.2f}+-{100 * m[key]['std']:.2f}")
             else:
                 cells.append(f"{100 * m[key]['mean']:.2f}")
         name = result["name"] if len(result["name"]) <= name_width else result["name"][: name_width - 1] + "~"

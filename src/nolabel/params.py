@@ -73,6 +73,8 @@ def coerce_params(target: Callable[..., Any], params: dict[str, Any], owner: str
                 if name not in fixed and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     out = {}
     for name, value in params.items():
+        if name in fixed and name in signature.parameters:
+            raise NolabelError(f"{owner}.{name} is set by nolabel or by an option of the command (such as --{name.replace('_', '-')}), not by -p")
         if name not in accepted:
             raise NolabelError(f"{owner} has no parameter {name!r}; it takes: {', '.join(sorted(accepted))}")
         out[name] = coerce_value(name, value, hints.get(name, Any), owner)
