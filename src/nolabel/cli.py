@@ -362,13 +362,10 @@ def comparison_lines(pipeline) -> list[str]:
     """
     cfg = pipeline.config
     dataset = pipeline.manifest.get("dataset", {})
-    lines = [f"{dataset.get('name', cfg.data)}: {dataset.get('count', '?')} items, {cfg.backbone}, "
-             f"K={pipeline.manifest['k']}, seeds {','.join(map(str, cfg.seeds))}"]
+    lines = [f"{dataset.get('name', cfg.data)}: {dataset.get('count', '?')} items, K={pipeline.manifest['k']}, "
+             f"seeds {','.join(map(str, cfg.seeds))}", f"backbone {cfg.backbone}"]
     several = any(len(r.get("seeds") or cfg.seeds) > 1 for r in pipeline.results)
-    width = 12 if several else 7
-    name_width = min(22, max([6] + [len(r["name"]) for r in pipeline.results]))
-    header = f"{'method':<{name_width}}" + "".join(f" {title:>{width}}" for _, title in COMPARISON_COLUMNS) + f" {'seconds':>8}"
-    lines += [header, "-" * len(header)]
+    rows = []
     for result in pipeline.results:
         m = result["metrics"]
         cells = []
@@ -379,8 +376,14 @@ def comparison_lines(pipeline) -> list[str]:
                 cells.append(f"{100 * m[key]['mean']:.2f}+-{100 * m[key]['std']:.2f}")
             else:
                 cells.append(f"{100 * m[key]['mean']:.2f}")
-        name = result["name"] if len(result["name"]) <= name_width else result["name"][: name_width - 1] + "~"
-        seconds = pipeline.manifest["timings"].get(result["name"], 0)
+        rows.append((result["name"], cells, pipeline.manifest["timings"].get(result["name"], 0)))
+    width = max([7] + [len(c) for _, cells, _ in rows for c in cells])
+    room = 80 - 9 - len(COMPARISON_COLUMNS) * (width + 1)  # what the method column may take
+    name_width = max(6, min(room, max([6] + [len(name) for name, _, _ in rows])))
+    header = f"{'method':<{name_width}}" + "".join(f" {title:>{width}}" for _, title in COMPARISON_COLUMNS) + f" {'seconds':>8}"
+    lines += [header, "-" * len(header)]
+    for name, cells, seconds in rows:
+        name = name if len(name) <= name_width else name[: name_width - 1] + "~"
         lines.append(f"{name:<{name_width}}" + "".join(f" {c:>{width}}" for c in cells) + f" {seconds:>8.1f}")
     return lines
 
