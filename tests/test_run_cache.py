@@ -202,3 +202,18 @@ def test_run_json_version_1_is_migrated(tmp_path):
     migrated = read_manifest(out / "run.json")
     assert migrated["version"] == RUN_VERSION and migrated["results"][0]["k"] == 2
     assert len(load_run(out).assignment().clusters) == 12
+
+
+def test_log_file_output_has_no_progress_frames_and_fits_80_columns(tmp_path):
+    """Off a terminal: one line per stage, no carriage-return frames, the table within 80 columns."""
+    data = tmp_path / "photos"
+    _photos(data)
+    env = {**ENV, "COLUMNS": "80"}
+    proc = subprocess.run([sys.executable, "-m", "nolabel", "run", str(data), "--k", "2", "--seeds", "0,1", "--out", str(tmp_path / "run"),
+                           "--no-report"], capture_output=True, text=True, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("> features:") and "items done" in line for line in lines)
+    table = lines[lines.index(next(line for line in lines if line.startswith("method"))):]
+    assert all(len(line) <= 80 for line in table) and any(line.startswith("kmeans ") and "+-" in line for line in table), table
