@@ -147,6 +147,8 @@ CASES = [
      "missing/model", None),
     ("cluster-param-word", lambda w: ["cluster", w.run / load_run(w.run).manifest["features"], "--k", "3", "-p", "n_init=many"],
      "kmeans.n_init=many", None),
+    ("cluster-neighbours-more-than-items", lambda w: ["cluster", w.run / load_run(w.run).manifest["features"], "--k", "3", "-m", "temi",
+                                                     "--out", w.root / "cl"], "temi.n_neighbors", None),
     ("unknown-option", lambda w: _run_args(w, "--bogus"), "--bogus", None),
     ("data-missing", lambda w: ["run", w.root / "nothing-here", "--k", "3", "--out", w.root / "out"], "nothing-here",
      lambda w: lambda: Pipeline(data=str(w.root / "nothing-here"), k=3, out=w.root / "out-api").fit(progress=False, log=quiet)),

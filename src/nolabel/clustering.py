@@ -111,6 +111,9 @@ def fit_seeds(
             continue
         est = make_method(method, n_clusters, params, seed, then, then_params)
         k = neighbors_needed(est)
+        if k and k >= len(x):
+            raise NolabelError(f"{method} uses {k} neighbours per item but there are only {len(x)} items; "
+                               f"pass -p {method}.n_neighbors=M with M <= {len(x) - 1} (or use more data)")
         nb = resolve_neighbors(features_path, x, k, neighbors_path) if k else None
         est.fit(x, nb)
         assignment = Assignment.from_proba(est.predict_proba(x), ids=items.ids)
