@@ -203,7 +203,8 @@ def neighbors(
     nb = knn(emb.array, k, backend=backend, device=device)
     out = out or default_neighbors_path(features, k)
     nb.save(out)
-    console.print(f"{nb.indices.shape[0]} x {k} neighbours -> {out}")
+    console.print(f"{nb.indices.shape[0]} x {k} neighbours -> {out}"
+                  + (f" ({nb.backend}, recall@{k} {nb.recall:.3f} on a sample)" if nb.backend == "faiss-ivf" else ""))
     labels = load_items(features).labels
     if labels is not None:
         table = Table("k", "neighbour purity (labels used only to score)")
