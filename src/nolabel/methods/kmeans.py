@@ -16,7 +16,7 @@ Steps, each with bounded memory (the input may be a memory map of any size):
    - ``"faiss"``: ``faiss.Kmeans`` trained on a seeded sample of at most
      ``256 K`` projected rows (faiss' own cap), started from k-means++ centres chosen on
      ``min(sample, 50 K)`` rows; every row is then assigned in chunks;
-   - ``"auto"``: ``lloyd`` while ``N * K <= FAISS_ABOVE`` (2e7), ``faiss`` beyond.
+   - ``"auto"``: ``lloyd`` while ``N * K <= FAISS_ABOVE`` (2e6), ``faiss`` beyond.
 
 Restarts: ``n_init`` runs whose seeds are spawned from ``numpy.random.SeedSequence(seed)``
 (independent streams, so seed 0 and seed 1 share no restart); the run with the lowest
@@ -48,7 +48,7 @@ from .base import ClusterMethod
 
 BACKENDS = ("auto", "lloyd", "minibatch", "faiss")
 AUTO_PCA_DIM = 256
-FAISS_ABOVE = 20_000_000  # N * K beyond which "auto" uses faiss and 3 restarts
+FAISS_ABOVE = 2_000_000  # N * K beyond which "auto" uses faiss and 3 restarts
 FAISS_POINTS_PER_CENTROID = 256
 _CHUNK_BYTES = 64 << 20  # rows are read/projected/assigned in chunks of about this size
 
