@@ -44,7 +44,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from ..errors import NolabelError
 from . import register
-from .base import ClusterMethod
+from .base import ClusterMethod, validate_embeddings
 
 BACKENDS = ("auto", "lloyd", "minibatch", "faiss")
 AUTO_PCA_DIM = 256
@@ -215,6 +215,12 @@ class KMeans(ClusterMethod):
         return np.concatenate(parts)
 
     # ---- prediction --------------------------------------------------------------
+    def predict(self, embeddings: np.ndarray) -> np.ndarray:
+        """The nearest centre of each row, in chunks (no (N, K) array; argmax of ``predict_proba``)."""
+        self._check_fitted()
+        x = validate_embeddings(embeddings, None)
+        return np.concatenate([_assign(z, self.cluster_centers_)[0] for z in self._chunks(x)])
+
     def _predict_proba(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((len(x), len(self.cluster_centers_)), dtype=np.float32)
         start = 0
