@@ -12,7 +12,7 @@ resident-set high-water mark (``VmHWM``, which counts the touched pages of the
 memory-mapped features) minus the resident set before loading nolabel. Stages:
 
 - ``kmeans``: ``nolabel`` k-means, default settings (PCA to 256 when d > 256; faiss on a
-  sample and 3 restarts once N*K > 2e6, scikit-learn Lloyd with 10 restarts below);
+  sample and 3 restarts once N*K > 1e6, scikit-learn Lloyd with 10 restarts below);
 - ``knn-exact`` / ``knn-ivf``: ``nolabel.neighbors.knn`` (k=20) exact (faiss flat) and
   IVF; the IVF row reports its recall@20 against exact on 1,000 sampled rows;
 - ``sinkhorn``: ``nolabel.nn.sinkhorn.sinkhorn_knopp`` on (N, K) log-softmax of random
