@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -50,17 +51,28 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def features(work: Path, n: int, d: int) -> Path:
-    """Random unit vectors (N, d) float32 at ``work/unit_N_d.npy``, written once in chunks."""
-    path = work / f"unit_{n}_{d}.npy"
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (all its threads)."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+def features(work: Path, n: int, d: int, kind: str = "unit") -> Path:
+    """(N, d) float32 unit rows at ``work/KIND_N_d.npy``, written once in chunks: ``unit`` are
+    uniformly random directions; ``clustered`` are 1,000 random centres plus Gaussian noise
+    (per-coordinate std 1.5 / sqrt(d), i.e. noise norm 1.5 x the centre's), normalised."""
+    path = work / f"{kind}_{n}_{d}.npy"
     if path.exists():
         return path
     work.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, d))
     rng = np.random.default_rng(n * 1000 + d)
+    centres = rng.standard_normal((1000, d), dtype=np.float32) / np.sqrt(d)
     for s in range(0, n, 65536):
         x = rng.standard_normal((min(65536, n - s), d), dtype=np.float32)
+        if kind == "clustered":
+            x = centres[rng.integers(0, 1000, len(x))] + 1.5 * x / np.sqrt(d)
         out[s:s + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
     out.flush()
     del out
@@ -101,21 +113,24 @@ def _logits(n: int, k: int, seed: int = 0):
 def worker(args: argparse.Namespace) -> None:
     """One stage in this fresh process; prints one JSON line."""
     base_kib = _status_kib("VmRSS")
-    x = np.load(features(Path(args.work), args.n, args.d), mmap_mode="r")
-    info: dict = {}
+    kind = "clustered" if args.stage in ("knn-exact", "knn-ivf", "scan") else "unit"
+    x = np.load(features(Path(args.work), args.n, args.d, kind), mmap_mode="r")
+    info: dict = {"data": kind}
     stage, n, k = args.stage, args.n, args.k
     if stage == "kmeans":
         from nolabel import methods
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
         km = methods.get("kmeans")(n_clusters=k, seed=0).fit(x)
         info["inertia"] = km.inertia_
     elif stage in ("knn-exact", "knn-ivf"):
         from nolabel.neighbors import knn
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
         nb = knn(x, 20, backend="faiss" if stage == "knn-exact" else "faiss-ivf")
         info["recall"] = round(nb.recall, 4)
+        if nb.search:
+            info["search"] = nb.search
     elif stage in ("sinkhorn", "sela"):
         import torch
 
@@ -123,12 +138,12 @@ def worker(args: argparse.Namespace) -> None:
         if stage == "sela":
             ps = lp.double().exp_().numpy()
             del lp
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), _cpu_seconds()
             labels, iters = sela_cpu_sk(ps, 10.0)
         else:
             from nolabel.nn.sinkhorn import solve_inplace
 
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), _cpu_seconds()
             q = np.empty((n, k), dtype=np.float32)
             iters = solve_inplace(lp.numpy(), q, 10.0, 0.1, 1000, 10, np.full(k, 1.0 / k))
             labels = q.argmax(axis=1)
@@ -140,20 +155,21 @@ def worker(args: argparse.Namespace) -> None:
         from nolabel.neighbors import knn
 
         nb = knn(x, 20, backend="faiss-ivf" if n >= 50_000 else "faiss")
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
         methods.get("scan")(n_clusters=k, epochs=1, seed=0).fit(x, nb.indices)
     elif stage == "kauto":
         from nolabel.kestimate import estimate_k
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
         est = estimate_k(x, seed=0)
         info["k_pick"] = est.k
         info["k_range"] = [est.candidates[0], est.candidates[-1]]
     else:
         raise SystemExit(f"unknown stage {stage}")
     seconds = time.perf_counter() - t0
+    cpu = _cpu_seconds() - cpu0
     peak = _status_kib("VmHWM") - base_kib
-    print(json.dumps({"stage": stage, "n": n, "d": args.d, "k": k, "seconds": seconds, "peak_mib": peak / 1024,
+    print(json.dumps({"stage": stage, "n": n, "d": args.d, "k": k, "seconds": seconds, "cpu_seconds": cpu, "peak_mib": peak / 1024,
                       "features_mib": n * args.d * 4 / 2**20, **info}))
 
 
@@ -172,11 +188,11 @@ def run_one(stage: str, n: int, d: int, k: int, work: str, threads: int, timeout
 
 
 def exponents(rows: list[dict]) -> list[dict]:
-    """Slope of log(seconds) on log(N) per (stage, d, K) with at least two sizes."""
+    """Slope of log(CPU seconds) on log(N) per (stage, d, K) with at least two sizes."""
     groups: dict = {}
     for r in rows:
-        if "seconds" in r:
-            groups.setdefault((r["stage"], r["d"], r["k"]), []).append((r["n"], r["seconds"]))
+        if "cpu_seconds" in r:
+            groups.setdefault((r["stage"], r["d"], r["k"]), []).append((r["n"], r["cpu_seconds"]))
     out = []
     for (stage, d, k), pts in sorted(groups.items()):
         if len({p[0] for p in pts}) >= 2:
@@ -196,13 +212,13 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 5))
     groups: dict = {}
     for r in rows:
-        if "seconds" in r:
-            groups.setdefault((r["stage"], r["d"], r["k"]), []).append((r["n"], r["seconds"]))
+        if "cpu_seconds" in r:
+            groups.setdefault((r["stage"], r["d"], r["k"]), []).append((r["n"], r["cpu_seconds"]))
     for (stage, d, k), pts in sorted(groups.items()):
         pts.sort()
         ax.loglog([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{stage} d={d} K={k}")
     ax.set_xlabel("N (items)")
-    ax.set_ylabel("wall time (s)")
+    ax.set_ylabel("CPU time (s, user + system)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -213,15 +229,17 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def markdown(record: dict) -> str:
     lines = [f"# Scale ({record['machine']})", "", f"Command: `{record['command']}`", "",
-             "| stage | N | d | K | time (s) | peak RSS (MiB) | features (MiB) | notes |", "|---|---|---|---|---|---|---|---|"]
+             "Wall time on a shared, oversubscribed machine is inflated by other jobs; CPU time (user + system",
+             "of the stage's process) is the work done and is what the exponents are fitted on.", "",
+             "| stage | N | d | K | wall (s) | CPU (s) | peak RSS (MiB) | features (MiB) | notes |", "|---|---|---|---|---|---|---|---|---|"]
     for r in record["rows"]:
         if "error" in r:
-            lines.append(f"| {r['stage']} | {r['n']:,} | {r['d']} | {r['k']} | - | - | - | {r['error']} |")
+            lines.append(f"| {r['stage']} | {r['n']:,} | {r['d']} | {r['k']} | - | - | - | - | {r['error']} |")
             continue
-        notes = ", ".join(f"{key}={r[key]}" for key in ("iterations", "recall", "nlist", "nprobe", "k_pick", "k_range", "cluster_size_min_max") if key in r)
-        lines.append(f"| {r['stage']} | {r['n']:,} | {r['d']} | {r['k']} | {r['seconds']:.2f} | {r['peak_mib']:.0f} | "
+        notes = ", ".join(f"{key}={r[key]}" for key in ("data", "iterations", "recall", "search", "k_pick", "k_range", "cluster_size_min_max") if key in r)
+        lines.append(f"| {r['stage']} | {r['n']:,} | {r['d']} | {r['k']} | {r['seconds']:.2f} | {r.get('cpu_seconds', float('nan')):.2f} | {r['peak_mib']:.0f} | "
                      f"{r['features_mib']:.0f} | {notes} |")
-    lines += ["", "Fitted exponents (time ~ N^e):", "", "| stage | d | K | e | sizes |", "|---|---|---|---|---|"]
+    lines += ["", "Fitted exponents (CPU time ~ N^e):", "", "| stage | d | K | e | sizes |", "|---|---|---|---|---|"]
     lines += [f"| {e['stage']} | {e['d']} | {e['k']} | {e['exponent']} | {e['sizes']} |" for e in record["exponents"]]
     return "\n".join(lines) + "\n"
 
