@@ -174,7 +174,7 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def run_one(stage: str, n: int, d: int, k: int, work: str, threads: int, timeout: float) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS=str(threads),
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE",
                OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, __file__, "--worker", stage, "--n", str(n), "--d", str(d), "--k", str(k), "--work", work]
     try:
@@ -184,7 +184,7 @@ def run_one(stage: str, n: int, d: int, k: int, work: str, threads: int, timeout
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode or not lines:
         return {"stage": stage, "n": n, "d": d, "k": k, "error": out.stderr.strip().splitlines()[-1:] or ["failed"]}
-    return json.loads(lines[-1])
+    return dict(json.loads(lines[-1]), threads=threads)
 
 
 def exponents(rows: list[dict]) -> list[dict]:
