@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from ..errors import NolabelError
-from ..methods.base import ClusterMethod
-from .heads import MultiHead
+from ..nn.heads import MultiHead
+from .base import ClusterMethod
 
 #: rows per forward pass at prediction time
 PREDICT_CHUNK = 16384
