@@ -157,7 +157,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from nolabel.data import load_dataset
-    from nolabel.pretext.common import image_source
+    from nolabel.data.images import image_source
 
     data = load_dataset(f"mnist:{args.data}", split="test")
     if args.quick:

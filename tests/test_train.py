@@ -16,8 +16,9 @@ from nolabel.errors import NolabelError
 from nolabel.nn.losses import scan_loss
 from nolabel.train import checkpoint as C
 from nolabel.train.distributed import ShardedBatches
+from nolabel.nn.augment import DigitAugment, Normalizer
 from nolabel.train.end_to_end import (
-    DigitAugment, EndToEndModel, FrozenBlocks, Normalizer, _images, confident_counts, lsdc_end_to_end,
+    EndToEndModel, FrozenBlocks, _images, confident_counts, lsdc_end_to_end,
     relabel_epochs, scan_end_to_end, scan_objective, sela_end_to_end, selflabel_end_to_end,
 )
 from nolabel.train.loop import fit

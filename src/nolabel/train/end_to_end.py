@@ -39,7 +39,7 @@ import math
 import random
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -51,12 +51,12 @@ from ..backbones.local import load_backbone_checkpoint
 from ..data.base import Dataset
 from ..errors import NolabelError
 from ..io import atomic_path, read_json, write_json
+from ..nn.augment import Normalizer, make_augment
 from ..nn.heads import MultiHead
 from . import distributed as D
 from .checkpoint import unwrap
 from .loop import default_device, fit
 
-AUGMENTS = ("auto", "strong", "weak", "simclr", "digits", "none")
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
 EPS = 1e-8
@@ -140,75 +140,8 @@ class EndToEndModel:
         return cls(net, config, head, history)
 
 
-class Normalizer:
-    """``uint8`` (B, C, H, W) -> float ``(x / 255 - mean) / std``."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() / 255.0 - self.mean) / self.std
-
-
-class DigitAugment:
-    """Batched random affine + Cutout for small grayscale images (see the module doc), then normalise."""
-
-    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], degrees: float = 15.0,
-                 translate: float = 0.1, scale: tuple[float, float] = (0.9, 1.1), shear: float = 10.0,
-                 cutout_p: float = 0.5):
-        self.size, self.norm = size, Normalizer(mean, std)
-        self.degrees, self.translate, self.scale, self.shear, self.cutout_p = degrees, translate, scale, shear, cutout_p
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        u = torch.rand(b, 6)
-        angle = torch.deg2rad((2 * u[:, 0] - 1) * self.degrees)
-        shear = torch.deg2rad((2 * u[:, 1] - 1) * self.shear)
-        s = self.scale[0] + u[:, 2] * (self.scale[1] - self.scale[0])
-        tx, ty = (2 * u[:, 3] - 1) * 2 * self.translate, (2 * u[:, 4] - 1) * 2 * self.translate
-        # inverse map output -> input coordinates (grid_sample samples the input)
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        theta = torch.stack([torch.stack([cos / s, (-sin + torch.tan(shear) * cos) / s, tx], 1),
-                             torch.stack([sin / s, (cos + torch.tan(shear) * sin) / s, ty], 1)], 1)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        out = F.grid_sample(x.float() / 255.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        out = (out - self.norm.mean) / self.norm.std
-        side = max(1, self.size // 4)
-        cut = u[:, 5] < self.cutout_p
-        cy, cx = torch.randint(0, self.size - side + 1, (2, b))
-        rows = torch.arange(self.size)
-        inside_y = (rows[None, :] >= cy[:, None]) & (rows[None, :] < cy[:, None] + side)
-        inside_x = (rows[None, :] >= cx[:, None]) & (rows[None, :] < cx[:, None] + side)
-        mask = (inside_y[:, :, None] & inside_x[:, None, :] & cut[:, None, None])[:, None]
-        return out.masked_fill(mask, 0.0)
-
-
-def make_augment(name: str, size: int, in_chans: int, mean: Sequence[float],
-                 std: Sequence[float]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A callable ``uint8`` (B, C, S, S) -> normalised float batch, random per image (names: module doc)."""
-    from ..nn import augment as A
-
-    if name not in AUGMENTS:
-        raise NolabelError(f"unknown augmentation {name!r}; choose one of {', '.join(AUGMENTS)}")
-    if name == "auto":
-        name = "digits" if in_chans == 1 else "strong"
-    if name == "none":
-        return Normalizer(mean, std)
-    if name == "digits":
-        return DigitAugment(size, mean, std)
-    colour = in_chans == 3
-    if name == "strong":
-        t = A.strong_augment(size, mean, std, in_chans=in_chans, hflip=colour)
-    elif name == "weak":
-        t = A.weak_augment(size, mean, std, in_chans=in_chans, hflip=colour)
-    else:
-        t = A.simclr_augment(size, mean, std, in_chans=in_chans, hflip=colour)
-    return lambda x: A.augment_batch(t, x)
-
-
 def _images(dataset: Dataset, config: dict[str, Any]):
-    from ..pretext.common import image_source
+    from ..data.images import image_source
 
     if dataset.modality != "image":
         raise NolabelError(f"end-to-end training needs images, {dataset.name} holds {dataset.modality} items")
