@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from ..device import resolve_device
 from ..errors import NolabelError
 from . import hf, local, openclip_, pixels, text, timm_, torchvision_  # noqa: F401  (they register adapters)
 from .archs import archs
@@ -28,10 +29,6 @@ from .local import load_backbone_checkpoint, save_backbone_checkpoint
 from .spec import Spec, adapters, parse_spec
 
 MODALITIES = ("image", "text", "vector")
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def get(spec: str, device: Optional[str | torch.device] = None, modality: Optional[str] = None) -> Backbone:
@@ -61,7 +58,7 @@ def get(spec: str, device: Optional[str | torch.device] = None, modality: Option
     if module is not None:
         module.eval()
         module.requires_grad_(False)
-    return backbone.to(device or default_device())
+    return backbone.to(resolve_device(device))
 
 
 def _adapters():
@@ -82,5 +79,5 @@ def names() -> list[str]:
 
 __all__ = [
     "Backbone", "Spec", "archs", "describe", "get", "load_backbone_checkpoint", "names", "parse_spec",
-    "save_backbone_checkpoint", "default_device",
+    "save_backbone_checkpoint",
 ]

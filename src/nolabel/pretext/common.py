@@ -2,31 +2,31 @@
 
 Images come decoded from :func:`nolabel.data.images.image_source`.
 
-The loop feeds batches by index from that tensor (no DataLoader). After every
-``checkpoint_every`` epochs (and the last) it writes ``<stem>.state.pt`` beside the
-output: backbone, head, optimiser, scheduler, epoch, torch RNG states and the
-settings, atomically; a later call with ``resume=True`` and the same settings goes on
-from there and gives the same weights as an uninterrupted run (same device). The end
+Training runs through :func:`nolabel.train.loop.fit` (batches by index, no DataLoader):
+after every ``checkpoint_every`` epochs (and the last) it writes ``<stem>.state.pt``
+beside the output (model = ``{"backbone", "head"}``, optimiser, scheduler, epoch, RNG
+states, settings as the config); a later call with ``resume=True`` and the same settings
+goes on from there and gives the same weights as an uninterrupted run (same device). The end
 result is ``<stem>.safetensors`` + ``<stem>.json`` (:func:`save_backbone_checkpoint`),
 loadable as ``nolabel.backbones.get("local:<stem>.safetensors")``, and
 ``<stem>.train.json`` with the settings and per-epoch history.
 """
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..backbones.archs import archs
 from ..backbones.local import save_backbone_checkpoint
 from ..data.images import ImageSource
+from ..device import resolve_device
 from ..errors import NolabelError
-from ..io import atomic_path, write_json
+from ..train.loop import fit, make_optimizer, make_scheduler
+
 
 class PretextTask(ABC):
     """A self-supervised objective: a head on the backbone features and a loss on a uint8 batch."""
@@ -54,38 +54,6 @@ def state_path(out_path: Path) -> Path:
 def log_path(out_path: Path) -> Path:
     """``<stem>.train.json``: settings and per-epoch history."""
     return out_path.with_name(out_path.stem + ".train.json")
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _optimizer(name: str, params, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    raise NolabelError(f"unknown optimizer {name!r}; use 'sgd' or 'adam'")
-
-
-def _mismatch(saved: dict[str, Any], wanted: dict[str, Any]) -> Optional[str]:
-    for key in sorted(set(saved) | set(wanted)):
-        if saved.get(key) != wanted.get(key):
-            return f"{key}: {saved.get(key)!r} there, {wanted.get(key)!r} now"
-    return None
 
 
 def fit_pretext(
@@ -132,7 +100,7 @@ def fit_pretext(
                            f"(got {epochs}, {batch_size}, {checkpoint_every})")
     if lr <= 0:
         raise NolabelError(f"learning rate must be > 0, got {lr}")
-    device = torch.device(device or default_device())
+    device = resolve_device(device)
     use_amp = device.type == "cuda" if amp is None else bool(amp)
     kwargs = {**(arch_kwargs or {}), "in_chans": source.in_chans}
     batch = min(batch_size, len(source))
@@ -144,7 +112,6 @@ def fit_pretext(
         "in_chans": source.in_chans, "mean": [float(v) for v in mean], "std": [float(v) for v in std],
         "amp": use_amp, "data": source.dataset.describe(),
     }
-    spath, lpath = state_path(out_path), log_path(out_path)
     devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -152,66 +119,20 @@ def fit_pretext(
             backbone = archs.get(arch)(**kwargs)
         except (TypeError, ValueError) as exc:
             raise NolabelError(f"bad arch_kwargs for {arch}: {exc}") from None
-        head = task.build_head(int(backbone.feature_dim))
-        backbone.to(device)
-        head.to(device)
-        params = list(backbone.parameters()) + list(head.parameters())
-        opt = _optimizer(optimizer, params, lr, weight_decay, momentum)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=lr * 1e-3)
-        start, history = 0, []
-        if resume and spath.is_file():
-            state = torch.load(spath, map_location="cpu", weights_only=True)
-            problem = _mismatch(state["settings"], settings)
-            if problem is not None:
-                raise NolabelError(
-                    f"{spath} was made with other settings ({problem}); pass resume=False to start over "
-                    "or choose another output path"
-                )
-            backbone.load_state_dict(state["backbone"])
-            head.load_state_dict(state["head"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            start, history = int(state["epoch"]), list(state["history"])
-            _set_rng_state(state["rng"], device)
-        if start >= epochs and out_path.is_file():
-            return out_path
-        from tqdm.auto import tqdm
+        model = nn.ModuleDict({"backbone": backbone, "head": task.build_head(int(backbone.feature_dim))}).to(device)
+        opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
+        sched = make_scheduler("cosine", opt, epochs)
 
-        for epoch in range(start, epochs):
-            backbone.train()
-            head.train()
+        def batches(epoch: int) -> list[torch.Tensor]:
             order = torch.randperm(len(source))
-            t0, total, seen = time.perf_counter(), 0.0, 0
-            bar = tqdm(range(steps), desc=f"{task.name} {epoch + 1}/{epochs}", disable=not progress, leave=False)
-            for step in bar:
-                images = source.batch(order[step * batch:(step + 1) * batch])
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss = task.loss(backbone, head, images, device)
-                if not torch.isfinite(loss):
-                    raise NolabelError(f"{task.name} loss is {loss.item()} at epoch {epoch + 1}; lower the learning rate")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.detach().item()
-                seen += images.shape[0]
-                bar.set_postfix(loss=f"{total / (step + 1):.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
-            seconds = time.perf_counter() - t0
-            stats = {"epoch": epoch + 1, "loss": total / steps, "lr": opt.param_groups[0]["lr"],
-                     "seconds": seconds, "images_per_s": seen / seconds}
-            sched.step()
-            history.append(stats)
-            if progress:
-                tqdm.write(f"{task.name} epoch {epoch + 1}/{epochs}: loss {stats['loss']:.4f}, "
-                           f"{stats['images_per_s']:.0f} img/s, {seconds:.1f} s")
-            if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs:
-                state = {"backbone": backbone.state_dict(), "head": head.state_dict(), "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": history,
-                         "rng": _rng_state(device), "settings": settings}
-                with atomic_path(spath, suffix=".pt") as tmp:
-                    torch.save(state, tmp)
-                write_json(lpath, {"settings": settings, "history": history, "state": spath.name})
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, stats)
+            return [order[i * batch:(i + 1) * batch] for i in range(steps)]
+
+        def step(idx: torch.Tensor, epoch: int) -> dict[str, Any]:
+            return {"loss": task.loss(backbone, model["head"], source.batch(idx), device), "n": len(idx)}
+
+        fit(model, step, batches, epochs, opt, sched, out_path.parent, resume, device, amp=use_amp, progress=progress,
+            config=settings, name=task.name, checkpoint_every=checkpoint_every,
+            checkpoint_name=state_path(out_path).name, history_name=log_path(out_path).name, on_epoch_end=on_epoch_end)
     backbone.eval()
     save_backbone_checkpoint(backbone, out_path, arch, kwargs, source.size, source.in_chans, mean, std)
     return out_path

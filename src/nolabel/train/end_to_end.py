@@ -53,9 +53,11 @@ from ..errors import NolabelError
 from ..io import atomic_path, read_json, write_json
 from ..nn.augment import Normalizer, make_augment
 from ..nn.heads import MultiHead
+from ..nn.losses import scan_loss
 from . import distributed as D
 from .checkpoint import unwrap
-from .loop import default_device, fit
+from ..device import resolve_device
+from .loop import fit, make_optimizer, make_scheduler
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
@@ -95,7 +97,7 @@ class EndToEndModel:
     def predict_proba(self, dataset: Dataset, batch_size: int = 500,
                       device: Optional[str | torch.device] = None) -> np.ndarray:
         """(N, K) float32 softmax of the chosen head on the un-augmented images."""
-        device = torch.device(device or default_device())
+        device = resolve_device(device)
         images = _images(dataset, self.config)
         norm = Normalizer(self.config["mean"], self.config["std"])
         self.net.to(device).eval()
@@ -157,7 +159,7 @@ def _seed_all(seed: int) -> None:
 def _start(dataset: Dataset, backbone_checkpoint: str | Path, n_clusters: int, n_heads: int,
            hidden: Optional[int], n_layers: int, seed: int, device: Optional[str]):
     """(net on device, input config, uint8 image source, device): the backbone from its checkpoint, fresh heads."""
-    device = D.init_distributed(device or default_device())
+    device = D.init_distributed(device)
     if n_clusters < 2:
         raise NolabelError(f"n_clusters must be at least 2, got {n_clusters}")
     if n_heads < 1:
@@ -176,7 +178,7 @@ def _start(dataset: Dataset, backbone_checkpoint: str | Path, n_clusters: int, n
 
 def _from_model(dataset: Dataset, model: EndToEndModel | str | Path, seed: int, device: Optional[str]):
     """(net with only the chosen head, config, images, device) from a fitted model or its folder."""
-    device = D.init_distributed(device or default_device())
+    device = D.init_distributed(device)
     model = EndToEndModel.load(model) if not isinstance(model, EndToEndModel) else model
     backbone = archs.get(model.config["arch"])(**model.config["arch_kwargs"])
     heads = model.net.heads.select([model.head])
@@ -188,24 +190,6 @@ def _from_model(dataset: Dataset, model: EndToEndModel | str | Path, seed: int, 
     images = _images(dataset, config)
     _seed_all(seed + D.rank())
     return net.to(device), config, images, device
-
-
-def _optimizer(name: str, params, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
-    if lr <= 0:
-        raise NolabelError(f"learning rate must be > 0, got {lr}")
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
-    raise NolabelError(f"unknown optimizer {name!r}; use 'adam' or 'sgd'")
-
-
-def _scheduler(name: str, opt: torch.optim.Optimizer, epochs: int):
-    if name == "constant":
-        return None
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs), eta_min=opt.param_groups[0]["lr"] * 1e-3)
-    raise NolabelError(f"unknown schedule {name!r}; use 'constant' or 'cosine'")
 
 
 class HeadLosses:
@@ -240,22 +224,6 @@ class HeadLosses:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.last = state["last"].clone()
-
-
-def scan_objective(p_anchor: torch.Tensor, p_neighbor: torch.Tensor,
-                   entropy_weight: float = 5.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-head SCAN loss of probabilities (H, B, K): ``(total, consistency, entropy)``, each (H,).
-
-    ``consistency = -mean_b log <p_a, p_n>``, ``entropy = -sum_c pbar_c log pbar_c`` with
-    ``pbar`` the mean of ``p_anchor`` over the global batch (all ranks),
-    ``total = consistency - entropy_weight * entropy``. On one process this equals
-    :func:`nolabel.nn.losses.scan_loss`.
-    """
-    dot = (p_anchor * p_neighbor).sum(-1).clamp_min(EPS)
-    consistency = -dot.log().mean(-1)
-    pbar = D.global_mean(p_anchor, dim=-2)
-    entropy = -(pbar * pbar.clamp_min(EPS).log()).sum(-1)
-    return consistency - entropy_weight * entropy, consistency, entropy
 
 
 def _as_neighbors(neighbors: Any, n: int) -> torch.Tensor:
@@ -314,7 +282,7 @@ def scan_end_to_end(
     nbrs = _as_neighbors(neighbors, len(images))
     aug = make_augment(augment, images.size, images.in_chans, config["mean"], config["std"])
     model = D.wrap_ddp(net, device)
-    opt = _optimizer(optimizer, model.parameters(), lr, weight_decay)
+    opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay, nesterov=True)
     sampler = ShardedBatchesFor(len(images), batch_size, seed)
     heads = HeadLosses(n_heads)
     config.update(method="scan", n_clusters=n_clusters, n_heads=n_heads, batch_size=sampler.batch_size,
@@ -325,7 +293,8 @@ def scan_end_to_end(
         nb = nbrs[idx, torch.randint(nbrs.shape[1], (len(idx),))]
         x = torch.cat([aug(images.batch(idx)), aug(images.batch(nb))]).to(device, non_blocking=True)
         p = torch.softmax(model(x).float(), dim=-1)
-        total, consistency, entropy = scan_objective(p[:, :len(idx)], p[:, len(idx):], entropy_weight)
+        pa = p[:, :len(idx)]
+        total, consistency, entropy = scan_loss(pa, p[:, len(idx):], entropy_weight, pbar=D.global_mean(pa, dim=-2))
         heads.add(total)
         return {"loss": total.sum(), "consistency": consistency.mean(), "entropy": entropy.mean(), "n": len(x)}
 
@@ -403,7 +372,7 @@ def selflabel_end_to_end(
     weak_aug = make_augment(weak, images.size, images.in_chans, config["mean"], config["std"])
     strong_aug = make_augment(strong, images.size, images.in_chans, config["mean"], config["std"])
     wrapped = D.wrap_ddp(net, device)
-    opt = _optimizer(optimizer, wrapped.parameters(), lr, weight_decay)
+    opt = make_optimizer(optimizer, wrapped.parameters(), lr, weight_decay, nesterov=True)
     sampler = ShardedBatchesFor(len(images), batch_size, seed)
     hooks: dict[str, Any] = {}
     if ema is not None:
@@ -536,8 +505,8 @@ def sela_end_to_end(
     times = relabel_epochs(epochs, n_relabel)
     labels = SinkhornLabels(net, images, Normalizer(config["mean"], config["std"]), device, times, lam, tol)
     model = D.wrap_ddp(net, device)
-    opt = _optimizer(optimizer, model.parameters(), lr, weight_decay)
-    sched = _scheduler(schedule, opt, epochs)
+    opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay, nesterov=True)
+    sched = make_scheduler(schedule, opt, epochs)
     sampler = ShardedBatchesFor(len(images), batch_size, seed)
     heads = HeadLosses(n_heads)
     config.update(method="sela", n_clusters=n_clusters, n_heads=n_heads, batch_size=sampler.batch_size, lr=lr,
@@ -664,8 +633,8 @@ def lsdc_end_to_end(
     aug = make_augment(augment, images.size, images.in_chans, config["mean"], config["std"])
     norm = Normalizer(config["mean"], config["std"])
     model = D.wrap_ddp(net, device, find_unused_parameters=False)
-    opt = _optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr, weight_decay)
-    sched = _scheduler(schedule, opt, epochs)
+    opt = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr, weight_decay, nesterov=True)
+    sched = make_scheduler(schedule, opt, epochs)
     sampler = ShardedBatchesFor(len(images), batch_size, seed)
     config.update(method="lsdc", n_clusters=n_clusters, n_heads=1, batch_size=sampler.batch_size, lr=lr,
                   weight_decay=weight_decay, adjacency=adjacency_kind, threshold=threshold, knn_k=knn_k,
