@@ -47,7 +47,7 @@ def embed(
     normalize: bool = typer.Option(False, "--normalize/--no-normalize", help="L2-normalise each embedding."),
     fp16: bool = typer.Option(False, "--fp16", help="Store embeddings as float16."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
-    workers: int = typer.Option(0, help="DataLoader worker processes for image decoding."),
+    workers: Optional[int] = typer.Option(None, help="DataLoader worker processes for image decoding (default: from the CPUs)."),
     text_column: Optional[str] = typer.Option(None, "--text-column", help="CSV/TSV: the column (name or index) holding the text."),
 ) -> None:
     """Extract features of DATA with a frozen backbone (resumes a killed run)."""
@@ -309,7 +309,7 @@ def evaluate(
 @app.command()
 def run(
     data: Optional[str] = typer.Argument(None, help="Data (as for `nolabel embed`); optional when the preset names it."),
-    backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Feature extractor spec (default: pixels)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Feature extractor spec (default: efficientnet-lite0 for images, pixels otherwise)."),
     method: Optional[str] = typer.Option(None, "--method", "-m", help="One clustering method."),
     methods_: Optional[str] = typer.Option(None, "--methods", help="Several methods, comma-separated, compared on the same cached features."),
     k: Optional[str] = typer.Option(None, "--k", "-k", help="Number of clusters, or 'auto' to estimate it without labels."),

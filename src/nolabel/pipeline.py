@@ -51,7 +51,7 @@ class RunConfig:
     """Every setting of a run; ``nolabel run`` flags and preset YAML keys map onto it."""
 
     data: str
-    backbone: str = "pixels"
+    backbone: str | None = None  # None: backbones.default_for(the data's modality), resolved by fit()
     methods: list[str] = field(default_factory=lambda: ["kmeans"])
     k: int | str = 10
     k_max: int | None = None
@@ -149,6 +149,11 @@ class Pipeline:
     # ---- stages --------------------------------------------------------------------
     def fit(self, progress: bool = True, log=print) -> "Pipeline":
         cfg = self.config
+        if cfg.backbone is None:
+            from .backbones import default_for
+
+            cfg.backbone = default_for(self.dataset().modality)
+            log(f"backbone: {cfg.backbone} (the default for {self.dataset().modality} data; pass --backbone to change it)")
         check_backbone(cfg.backbone)  # before the data is read: a wrong spec fails in a second
         self._progress = progress
         with self._locked():
