@@ -3,9 +3,9 @@
 The N rows are cut into shards of ``shard_rows`` rows (a fixed size, independent of the
 number of processes, so a resume may use another world size); shard ``s`` covers rows
 ``[s R, min((s + 1) R, N))``. Rank ``r`` of ``W`` computes the missing shards ``s`` with
-``s % W == r`` and writes their rows straight into the shared memory-mapped
-``x.partial.npy`` (each rank opens it ``r+``; ranks write disjoint rows), then marks the
-shard done with an empty file ``x.partial.shards/<s>.done`` created after the rows are
+``s % W == r`` (one data loader over all of them) and writes their rows straight into
+the shared memory-mapped ``x.partial.npy`` (each rank opens it ``r+``; ranks write
+disjoint rows), then marks each shard done with an empty file ``x.partial.shards/<s>.done`` created after the rows are
 flushed. A resume with the same settings (``x.partial.json``) computes only the shards
 without a marker (rows a single-process run recorded as done count too). When every shard
 is done, rank 0 renames the array onto ``x.npy`` and writes the sidecar; all ranks then
@@ -64,18 +64,20 @@ def extract_sharded(dataset, backbone, out_path: Path, settings: dict, batch_siz
         raise NolabelError(error)
     array = np.lib.format.open_memmap(partial, mode="r+")
     mine = [s for s in range(rank, n_shards, world) if not (marks / f"{s}.done").exists()]
-    bar = tqdm(total=sum(min(shard_rows, n - s * shard_rows) for s in mine), unit="item",
-               desc=f"embed {dataset.name} [rank {rank}/{world}]", disable=not progress)
+    rows = np.concatenate([np.arange(s * shard_rows, min((s + 1) * shard_rows, n)) for s in mine] or [np.zeros(0, np.int64)])
+    ends = np.cumsum([min(shard_rows, n - s * shard_rows) for s in mine])  # positions in ``rows`` where each shard ends
+    bar = tqdm(total=len(rows), unit="item", desc=f"embed {dataset.name} [rank {rank}/{world}]", disable=not progress)
+    done = 0
     try:
-        for s in mine:
-            start, stop = s * shard_rows, min((s + 1) * shard_rows, n)
-            view = _Rows(dataset, start, stop)
-            for row, feats in features._batches(view, backbone, 0, batch_size, num_workers):
-                block = features._finish_rows(feats, normalize, dtype, start + row, dim)
-                array[start + row:start + row + len(block)] = block
+        if len(rows):  # one loader over all of this rank's missing rows
+            for pos, feats in features._batches(_Rows(dataset, rows), backbone, 0, batch_size, num_workers):
+                block = features._finish_rows(feats, normalize, dtype, int(rows[pos]), dim)
+                array[rows[pos:pos + len(block)]] = block
                 bar.update(len(block))
-            array.flush()
-            (marks / f"{s}.done").touch()
+                while done < len(mine) and ends[done] <= pos + len(block):
+                    array.flush()
+                    (marks / f"{mine[done]}.done").touch()
+                    done += 1
     finally:
         bar.close()
     del array
@@ -133,17 +135,17 @@ def _broadcast(value):
 
 
 class _Rows:
-    """Rows ``start..stop-1`` of a dataset, seen as a dataset of their own."""
+    """The given rows of a dataset, seen as a dataset of their own."""
 
-    def __init__(self, dataset, start: int, stop: int) -> None:
-        self.dataset, self.start, self.stop = dataset, start, stop
+    def __init__(self, dataset, rows: np.ndarray) -> None:
+        self.dataset, self.rows = dataset, rows
         self.name = dataset.name
 
     def __len__(self) -> int:
-        return self.stop - self.start
+        return len(self.rows)
 
     def load(self, i: int):
-        return self.dataset.load(self.start + i)
+        return self.dataset.load(int(self.rows[i]))
 
 
 def join_torchrun(device: str | None = None) -> None:
