@@ -10,7 +10,7 @@ Backends:
   trained on a sample and ``nprobe`` lists searched per query; rows for which the
   probed lists hold fewer than k other rows are redone exactly. Its recall@k against
   exact search is measured on ``RECALL_SAMPLE`` (1,000) seeded rows and returned in
-  :attr:`Neighbors.recall`; unless ``nprobe`` is given it starts at ``nlist // 8`` and
+  :attr:`Neighbors.recall`; unless ``nprobe`` is given it starts at ``nlist // 32`` and
   doubles until that recall reaches ``TARGET_RECALL`` (0.9) or every list is probed
   (data without cluster structure, e.g. random vectors, needs many lists).
 - ``"auto"``: ``"torch"`` when ``device`` is a CUDA device; otherwise, with faiss
@@ -96,7 +96,7 @@ def knn(
     ``chunk_size`` caps the query rows per block (torch backend, also capped so a block
     of similarities stays under 256 MiB). ``nlist``/``nprobe`` tune ``"faiss-ivf"``
     (defaults ``round(4 sqrt(N))``, at most N/39 so each list trains on >= 39 points; and
-    the smallest of ``nlist // 8``, doubled as needed, whose recall@k on the sampled rows
+    the smallest of ``nlist // 32``, doubled as needed, whose recall@k on the sampled rows
     reaches ``target_recall``); ``seed`` picks its training and recall samples.
     """
     if backend not in BACKENDS:
@@ -236,19 +236,24 @@ def _unit_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def _exact_rows(x: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k (self excluded) of query ``rows`` against all rows, scanning ``x`` in chunks
-    and keeping a running (len(rows), k) best list."""
+    and keeping a running (len(rows), k) best list; similarity blocks stay under ``_CHUNK_BYTES``."""
     q = _unit_rows(x, rows)
     best_s = np.full((len(rows), k), -np.inf, dtype=np.float32)
     best_i = np.full((len(rows), k), -1, dtype=np.int64)
     for start, base in _unit_chunks(x):
-        s = q @ base.T
-        own = (rows >= start) & (rows < start + len(base))
-        s[np.flatnonzero(own), rows[own] - start] = -np.inf
-        cand_s = np.concatenate([best_s, s], axis=1)
-        cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(start, start + len(base)), s.shape)], axis=1)
-        top = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
-        best_s = np.take_along_axis(cand_s, top, axis=1)
-        best_i = np.take_along_axis(cand_i, top, axis=1)
+        step = max(1, _CHUNK_BYTES // (8 * len(base)))
+        for a in range(0, len(q), step):
+            s = q[a:a + step] @ base.T
+            qr = rows[a:a + step]
+            own = (qr >= start) & (qr < start + len(base))
+            s[np.flatnonzero(own), qr[own] - start] = -np.inf
+            kk = min(k, s.shape[1])
+            top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+            cand_s = np.concatenate([best_s[a:a + step], np.take_along_axis(s, top, axis=1)], axis=1)
+            cand_i = np.concatenate([best_i[a:a + step], top + start], axis=1)
+            keep = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
+            best_s[a:a + step] = np.take_along_axis(cand_s, keep, axis=1)
+            best_i[a:a + step] = np.take_along_axis(cand_i, keep, axis=1)
     return best_i, best_s
 
 
@@ -278,7 +283,7 @@ def _search(index: Any, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[n
 
 def _faiss_ivf_knn(x: np.ndarray, k: int, nlist: int | None, nprobe: int | None, seed: int,
                    target: float) -> tuple[np.ndarray, np.ndarray, float, dict]:
-    """IVF search; ``nprobe=None`` doubles nprobe from ``nlist // 8`` until the recall on the
+    """IVF search; ``nprobe=None`` doubles nprobe from ``nlist // 32`` until the recall on the
     sampled rows reaches ``target`` (or every list is probed). Returns indices, similarities,
     the sampled recall and the search settings."""
     faiss = _faiss()
@@ -298,7 +303,7 @@ def _faiss_ivf_knn(x: np.ndarray, k: int, nlist: int | None, nprobe: int | None,
     probe_rows = np.sort(np.random.default_rng(seed + 1).choice(n, size=min(n, RECALL_SAMPLE), replace=False))
     exact, _ = _exact_rows(x, probe_rows, k)
     queries = _unit_rows(x, probe_rows)
-    probe = min(int(nprobe), nlist) if nprobe is not None else max(1, nlist // 8)
+    probe = min(int(nprobe), nlist) if nprobe is not None else max(1, nlist // 32)
     while True:
         index.nprobe = probe
         found, _ = _search(index, queries, probe_rows, k)
