@@ -199,7 +199,9 @@ def exponents(rows: list[dict]) -> list[dict]:
             ln = np.log([p[0] for p in pts])
             lt = np.log([max(p[1], 1e-6) for p in pts])
             slope = float(np.polyfit(ln, lt, 1)[0])
-            out.append({"stage": stage, "d": d, "k": k, "exponent": round(slope, 2), "sizes": sorted(p[0] for p in pts)})
+            n_max, t_max = max(pts)
+            out.append({"stage": stage, "d": d, "k": k, "exponent": round(slope, 2), "sizes": sorted(p[0] for p in pts),
+                        "cpu_s_at_1.28M": round(t_max * (1_281_167 / n_max) ** slope, 1)})
     return out
 
 
@@ -228,7 +230,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def markdown(record: dict) -> str:
-    lines = [f"# Scale ({record['machine']})", "", f"Command: `{record['command']}`", "",
+    lines = [f"# Scale ({record['machine']})", "", "Commands (each with `nice -n 10 .venv/bin/python`, results accumulated):", "",
+             *[f"- `{c}`" for c in record["commands"]], "",
              "Wall time on a shared, oversubscribed machine is inflated by other jobs; CPU time (user + system",
              "of the stage's process) is the work done and is what the exponents are fitted on.", "",
              "| stage | N | d | K | wall (s) | CPU (s) | peak RSS (MiB) | features (MiB) | notes |", "|---|---|---|---|---|---|---|---|---|"]
@@ -239,8 +242,11 @@ def markdown(record: dict) -> str:
         notes = ", ".join(f"{key}={r[key]}" for key in ("data", "iterations", "recall", "search", "k_pick", "k_range", "cluster_size_min_max") if key in r)
         lines.append(f"| {r['stage']} | {r['n']:,} | {r['d']} | {r['k']} | {r['seconds']:.2f} | {r.get('cpu_seconds', float('nan')):.2f} | {r['peak_mib']:.0f} | "
                      f"{r['features_mib']:.0f} | {notes} |")
-    lines += ["", "Fitted exponents (CPU time ~ N^e):", "", "| stage | d | K | e | sizes |", "|---|---|---|---|---|"]
-    lines += [f"| {e['stage']} | {e['d']} | {e['k']} | {e['exponent']} | {e['sizes']} |" for e in record["exponents"]]
+    lines += ["", "Fitted exponents (CPU time ~ N^e) and the CPU time they extrapolate to at ImageNet size",
+              "(N = 1,281,167; from the largest measured N):", "",
+              "| stage | d | K | e | sizes | CPU s at 1.28M (extrapolated) |", "|---|---|---|---|---|---|"]
+    lines += [f"| {e['stage']} | {e['d']} | {e['k']} | {e['exponent']} | {e['sizes']} | {e['cpu_s_at_1.28M']:,} |"
+              for e in record["exponents"]]
     return "\n".join(lines) + "\n"
 
 
@@ -257,6 +263,7 @@ def main() -> None:
     p.add_argument("--name", default="scale", help="results file stem")
     p.add_argument("--append", action="store_true", help="merge into an existing results file")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--merge", default=None, help="only rebuild NAME's results, taking the rows of this results JSON over its own")
     args = p.parse_args()
     if args.worker:
         args.stage = args.worker
@@ -270,7 +277,12 @@ def main() -> None:
     ks = [int(v) for v in args.k.split(",")]
     stages = args.stages.split(",")
     json_path = RESULTS / f"{args.name}.json"
-    rows = json.loads(json_path.read_text())["rows"] if args.append and json_path.exists() else []
+    rows = json.loads(json_path.read_text())["rows"] if (args.append or args.merge) and json_path.exists() else []
+    if args.merge:
+        extra = json.loads(Path(args.merge).read_text())["rows"]
+        keys = {(r["stage"], r["n"], r["d"], r["k"]) for r in extra}
+        rows = [r for r in rows if (r["stage"], r["n"], r["d"], r["k"]) not in keys] + extra
+        ds = []
     for d in ds:
         for n in ns:
             for stage in stages:
@@ -279,7 +291,10 @@ def main() -> None:
                     rows = [r for r in rows if (r["stage"], r["n"], r["d"], r["k"]) != (stage, n, d, k)] + [row]
                     print(json.dumps(row), flush=True)
     rows.sort(key=lambda r: (r["stage"], r["d"], r["k"], r["n"]))
-    record = {"command": " ".join(["benchmarks/scale.py"] + sys.argv[1:]), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+    previous = json.loads(json_path.read_text()) if (args.append or args.merge) and json_path.exists() else {}
+    commands = previous.get("commands", [previous["command"]] if "command" in previous else [])
+    commands = commands + [" ".join(["benchmarks/scale.py"] + sys.argv[1:])]
+    record = {"commands": commands, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
               "threads": args.threads, "rows": rows, "exponents": exponents(rows)}
     RESULTS.mkdir(exist_ok=True)
     for path, text in ((json_path, json.dumps(record, indent=1)), (RESULTS / f"{args.name}.md", markdown(record))):
