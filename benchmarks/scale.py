@@ -229,6 +229,20 @@ def plot(rows: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
+NOTES = """Notes:
+
+- k-means ``auto`` changes path with N*K: scikit-learn Lloyd with 10 restarts up to N*K = 1e6, faiss (3 restarts,
+  trained on at most 256 K sampled rows) beyond. An exponent across the switch (K=100: Lloyd at 10k, faiss at
+  100k) is not a growth rate. On the faiss path only PCA and the assignment passes grow with N, so at 1.28M the
+  K=100 run is bounded by its 100k CPU time x 12.8 (about 85 s); K=10 at 1.28M also takes the faiss path.
+- ``scan`` is one epoch of 10 linear heads; its peak RSS includes the (untimed) k-NN mining in the same process.
+- ``knn-ivf``'s nprobe is raised until the recall@k on 1,000 sampled rows reaches 0.9 (recall column); at fixed
+  nprobe/nlist the search grows like N^1.5 (nlist ~ sqrt N), an upper bound for the 1.28M extrapolation.
+- Peak RSS counts the process from before ``import nolabel`` (torch alone is about 300-700 MiB) and the touched
+  pages of the memory-mapped features.
+"""
+
+
 def markdown(record: dict) -> str:
     lines = [f"# Scale ({record['machine']})", "", "Commands (each with `nice -n 10 .venv/bin/python`, results accumulated):", "",
              *[f"- `{c}`" for c in record["commands"]], "",
@@ -247,7 +261,7 @@ def markdown(record: dict) -> str:
               "| stage | d | K | e | sizes | CPU s at 1.28M (extrapolated) |", "|---|---|---|---|---|---|"]
     lines += [f"| {e['stage']} | {e['d']} | {e['k']} | {e['exponent']} | {e['sizes']} | {e['cpu_s_at_1.28M']:,} |"
               for e in record["exponents"]]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + NOTES
 
 
 def main() -> None:
