@@ -6,6 +6,7 @@ choose a seed, a head or a hyper-parameter.
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +118,14 @@ def fit_seeds(
     ``x`` passes already-loaded embeddings (else they are read from ``features_path``).
     """
     from .features import load_features
+    from .health import health_check, kmeans_reference
     from .items import load_items
 
     features_path = Path(features_path)
     if x is None:
         x = np.asarray(load_features(features_path).array, dtype=np.float32)
     items = load_items(features_path)
+    reference = None  # k-means labels for the health check, computed once
     per_seed = []
     for seed in seeds:
         seed_dir = Path(out_dir) / f"seed{seed}" if out_dir is not None else None
@@ -131,6 +134,10 @@ def fit_seeds(
             continue
         est = fit_one(method, n_clusters, params, seed, x, then, then_params, neighbors_path)
         assignment, metrics = score(est, x, items.ids, items.labels)
+        reference = kmeans_reference(x, n_clusters) if reference is None else reference
+        metrics["health"] = health = health_check(assignment.clusters, assignment.confidences, n_clusters, reference)
+        for problem in health["warnings"]:
+            warnings.warn(f"{method}{'+' + then if then else ''} seed {seed}: {problem}", stacklevel=2)
         if seed_dir is not None:
             save_result(seed_dir, est, assignment, metrics)
         per_seed.append(metrics)

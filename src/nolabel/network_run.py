@@ -96,6 +96,7 @@ def write_network_run(out: Path, est, dataset, data: str, split: str, params: di
     from . import backbones
     from .clustering import score, summarize
     from .features import extract_features
+    from .health import health_check, kmeans_reference
     from .items import save_items
     from .methods.network import BACKBONE_FILE
     from .pipeline import RUN_FORMAT, RUN_VERSION, RunConfig
@@ -112,6 +113,8 @@ def write_network_run(out: Path, est, dataset, data: str, split: str, params: di
     embed_seconds = time.perf_counter() - t0
     x = np.asarray(np.load(features, mmap_mode="r"), dtype=np.float32)
     assignment, metrics = score(est, x, np.asarray(dataset.ids, dtype=str), dataset.labels)
+    metrics["health"] = health_check(assignment.clusters, assignment.confidences, est.n_clusters,
+                                     kmeans_reference(x, est.n_clusters))
     assignment.save(seed_dir / "assignment.npz")
     write_json(seed_dir / "metrics.json", metrics)
     summary = summarize(name, features, est.n_clusters, params, [seed], [metrics], out / name)
