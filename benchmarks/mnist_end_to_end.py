@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/mnist_end_to_end.py                      # seed 0, default epochs
     .venv/bin/python benchmarks/mnist_end_to_end.py --seeds 0 1 2 --pretext simclr_mnist.safetensors
-    .venv/bin/python benchmarks/mnist_end_to_end.py --quick              # 2,000 images, 1 epoch each
+    .venv/bin/python benchmarks/mnist_end_to_end.py --quick              # 2,000 images, 1 epoch each (and of the pretext when missing)
 
 Stages (labels are read only to score each stage, never to choose anything):
 1. pretext: the small_cnn SimCLR checkpoint ``--pretext`` (default the one
@@ -60,14 +60,14 @@ def features(checkpoint: Path, images: torch.Tensor) -> np.ndarray:
         return torch.cat([net((images[i:i + 1000].float() / 255 - mean) / std) for i in range(0, len(images), 1000)]).numpy()
 
 
-def ensure_pretext(path: Path, data, seed: int) -> float:
+def ensure_pretext(path: Path, data, seed: int, epochs: int = 15) -> float:
     """Train the SimCLR checkpoint when absent; returns the seconds spent (0 when reused)."""
     if path.is_file():
         return 0.0
     from nolabel.pretext import train_simclr
 
     t0 = time.perf_counter()
-    train_simclr(data, path, arch="small_cnn", arch_kwargs={"width": 32}, epochs=15, batch_size=128,
+    train_simclr(data, path, arch="small_cnn", arch_kwargs={"width": 32}, epochs=epochs, batch_size=128,
                  optimizer="adam", temperature=0.5, augment={"hflip": False, "scale": (0.4, 1.0)}, device="cpu",
                  seed=seed, progress=True)
     return time.perf_counter() - t0
@@ -176,10 +176,12 @@ def main() -> None:
         data = data.subset(np.arange(2000), name="mnist-test[:2000]")
         args.scan_epochs = args.selflabel_epochs = args.lsdc_epochs = 1
         args.out = args.out.with_name(args.out.name + "_quick")
+        if not args.pretext.is_file():  # a 1-epoch pretext of the 2,000 images: the code path, not the figure
+            args.pretext = args.out / "pretext_quick.safetensors"
     labels = np.asarray(data.labels)
     data.labels = None  # training sees no labels
     images = image_source(data).cache
-    pretext_seconds = ensure_pretext(args.pretext, data, args.seeds[0])
+    pretext_seconds = ensure_pretext(args.pretext, data, args.seeds[0], epochs=1 if args.quick else 15)
     result = {"images": len(data), "pretext": str(args.pretext), "pretext_train_seconds": round(pretext_seconds, 1),
               "threads": args.threads, "machine": platform.processor() or platform.machine(), "seeds": args.seeds,
               "per_seed": {}}

@@ -157,6 +157,11 @@ class NetworkMethod:
         """The estimator with the whole-network defaults, overridden by ``params``."""
         return cls(**{**cls.network_defaults, **params})
 
+    def fit(self, embeddings: np.ndarray, neighbors: np.ndarray | None = None):
+        """The frozen regime (heads on ``embeddings``); forgets a backbone trained before."""
+        self.backbone_, self.backbone_config_ = None, None
+        return super().fit(embeddings, neighbors)
+
     def fit_dataset(self, dataset: Dataset, backbone: Optional[str | Path] = None, neighbors: Any = None,
                     out_dir: Optional[str | Path] = None, resume: bool = True):
         """Train the whole network on ``dataset`` from the pretext checkpoint ``backbone``;
