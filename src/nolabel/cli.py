@@ -68,6 +68,9 @@ def embed(
         raise NolabelError(f"--out {out} is a folder; give the .npy file to write")
     options = {"text_columns": int(text_column) if text_column.lstrip("-").isdigit() else text_column} if text_column else {}
     dataset = load_dataset(data, split=split, **options)
+    from .features_sharded import join_torchrun
+
+    join_torchrun(device)  # under torchrun: each process embeds its shards of the rows
     model = backbones.get(backbone, device=device, modality=dataset.modality)
     emb = extract_features(
         dataset, model, out, batch_size=batch_size, normalize=normalize,
