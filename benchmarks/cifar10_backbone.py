@@ -117,7 +117,8 @@ def main() -> None:
     ap.add_argument("--features", default="/work/runs/i13/cifar_run/stages/features-*/features.npy")
     ap.add_argument("--cache", default="/work/runs/i13/cifar10_test_lite0.npy")
     ap.add_argument("--run", type=Path, default=None, help="a run folder whose results are listed too")
-    ap.add_argument("--methods", default="kmeans,scan,scan+selflabel,sela,lsdc")
+    ap.add_argument("--add-run", action="store_true", help="only append --run's results to the existing --out files")
+    ap.add_argument("--methods", default="kmeans,scan,lsdc,scan+selflabel,sela")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--param", action="append", default=[], help="METHOD:NAME=VALUE")
     ap.add_argument("--floor-n", type=int, default=256)
@@ -125,8 +126,18 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "cifar10_backbone"))
     args = ap.parse_args()
 
+    from nolabel.io import read_json, write_json
     from nolabel.items import load_items
     from nolabel.neighbors import knn, neighbor_purity
+
+    if args.add_run:
+        out = read_json(Path(args.out + ".json"))
+        out["methods"] += run_results(args.run)
+        out["command"] += f" && python benchmarks/cifar10_backbone.py --add-run --run {args.run}"
+        write_json(Path(args.out + ".json"), out)
+        Path(args.out + ".md").write_text(markdown(out))
+        print(markdown(out))
+        return
 
     path, extract_s = features_file(args)
     x = np.asarray(np.load(path, mmap_mode="r"), dtype=np.float32)
@@ -139,29 +150,29 @@ def main() -> None:
     out["floor_images_per_s"] = floor_rate(args.data, args.floor_n)
     out["purity20"] = neighbor_purity(knn(x, 20, device="cpu").indices, y)
     print(json.dumps({k: v for k, v in out.items()}), flush=True)
+    def save() -> None:  # after every step: a run cut short keeps what it measured
+        write_json(Path(args.out + ".json"), out)
+        Path(args.out + ".md").write_text(markdown(out))
+
     accs = sklearn_kmeans(x, y, seeds)
     out["sklearn_kmeans_acc"] = {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "per_seed": accs}
     print("sklearn k-means", accs, flush=True)
+    probe = linear_probe(x, y)
+    out["linear_probe_acc"] = {"mean": float(np.mean(probe)), "per_fold": probe}
+    print("linear probe", probe, flush=True)
+    out["methods"] = run_results(args.run) if args.run is not None else []
+    save()
     per_method: dict[str, list[str]] = {}
     for spec in args.param:
         method, _, value = spec.partition(":")
         per_method.setdefault(method, []).append(value)
-    rows = []
     for label in args.methods.split(","):
         method = METHODS[label][0]
         s = run_one(path, 10, label, args.seeds, per_method.get(label, per_method.get(method, [])), args.work)
-        rows.append({"label": label, "seeds": seeds, "metrics": s["metrics"], "s_per_seed": s["wall_s"] / len(seeds),
-                     "command": s["command"]})
+        out["methods"].append({"label": label, "seeds": seeds, "metrics": s["metrics"], "s_per_seed": s["wall_s"] / len(seeds),
+                               "command": s["command"]})
         print(label, fmt(s["metrics"].get("acc")), flush=True)
-    if args.run is not None:
-        rows += run_results(args.run)
-    out["methods"] = rows
-    probe = linear_probe(x, y)
-    out["linear_probe_acc"] = {"mean": float(np.mean(probe)), "per_fold": probe}
-    from nolabel.io import write_json
-
-    write_json(Path(args.out + ".json"), out)
-    Path(args.out + ".md").write_text(markdown(out))
+        save()
     print(markdown(out))
 
 
