@@ -6,6 +6,7 @@ choose a seed, a head or a hyper-parameter.
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,7 @@ def fit_seeds(
     ``x`` passes already-loaded embeddings (else they are read from ``features_path``).
     """
     from .features import load_features
+    from .health import health_check, kmeans_reference
     from .items import load_items
     from .metrics import evaluate
 
@@ -103,6 +105,7 @@ def fit_seeds(
     if x is None:
         x = np.asarray(load_features(features_path).array, dtype=np.float32)
     items = load_items(features_path)
+    reference = None  # k-means labels for the health check, computed once
     per_seed = []
     for seed in seeds:
         seed_dir = Path(out_dir) / f"seed{seed}" if out_dir is not None else None
@@ -118,6 +121,10 @@ def fit_seeds(
         est.fit(x, nb)
         assignment = Assignment.from_proba(est.predict_proba(x), ids=items.ids)
         metrics = evaluate(items.labels, assignment.clusters, assignment.probabilities) if items.labels is not None else {}
+        reference = kmeans_reference(x, n_clusters) if reference is None else reference
+        metrics["health"] = health = health_check(assignment.clusters, assignment.confidences, n_clusters, reference)
+        for problem in health["warnings"]:
+            warnings.warn(f"{method}{'+' + then if then else ''} seed {seed}: {problem}", stacklevel=2)
         if seed_dir is not None:
             est.save(seed_dir / "model")
             assignment.save(seed_dir / "assignment.npz")

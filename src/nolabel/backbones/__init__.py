@@ -22,6 +22,7 @@ from typing import Optional
 
 import torch
 
+from ..device import resolve_device
 from ..errors import NolabelError
 from . import efficientnet, hf, local, openclip_, pixels, text, timm_, torchvision_  # noqa: F401  (they register adapters)
 from .archs import archs
@@ -41,10 +42,6 @@ def default_for(modality: str) -> str:
     if spec.startswith("efficientnet-") and spec not in efficientnet.installed():
         return "pixels"
     return spec
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def get(spec: str, device: Optional[str | torch.device] = None, modality: Optional[str] = None) -> Backbone:
@@ -74,7 +71,7 @@ def get(spec: str, device: Optional[str | torch.device] = None, modality: Option
     if module is not None:
         module.eval()
         module.requires_grad_(False)
-    return backbone.to(device or default_device())
+    return backbone.to(resolve_device(device))
 
 
 def _adapters():
@@ -95,5 +92,5 @@ def names() -> list[str]:
 
 __all__ = [
     "Backbone", "Spec", "archs", "default_for", "describe", "get", "load_backbone_checkpoint", "names", "parse_spec",
-    "save_backbone_checkpoint", "default_device",
+    "save_backbone_checkpoint",
 ]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..nn.head_training import HeadMethod, make_optimizer, random_neighbors
+from .heads_base import HeadMethod, make_optimizer, random_neighbors
 from ..nn.losses import scan_loss
 from . import register
 

@@ -7,7 +7,7 @@ code; the first at step 0 from the randomly initialised heads) every head's labe
 re-solved: :func:`~nolabel.nn.sinkhorn.sinkhorn_knopp` on the head's log-probabilities
 over the whole data (equal-partition marginals, ``lam``, ``tol``), hard label = argmax of
 Q. Between re-labellings each head is trained by cross-entropy on its labels, with the
-embedding perturbed (:func:`~nolabel.nn.head_training.perturb`: ``dropout``, ``noise``)
+embedding perturbed (:func:`~nolabel.methods.heads_base.perturb`: ``dropout``, ``noise``)
 in place of SeLa's image augmentation. After training the labels are solved once more
 and the head with the lowest cross-entropy to its own final labels (clean embeddings)
 is kept: a label-free choice.
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..nn.head_training import HeadMethod, make_optimizer, perturb
+from .heads_base import HeadMethod, make_optimizer, perturb
 from ..nn.losses import balanced_cross_entropy
 from ..nn.sinkhorn import sinkhorn_knopp
 from . import register

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..nn.ema import EMA, cosine_momentum
-from ..nn.head_training import HeadMethod, make_optimizer, random_neighbors
+from .heads_base import HeadMethod, make_optimizer, random_neighbors
 from ..nn.losses import temi_loss, temi_prior_update
 from . import register
 
