@@ -287,8 +287,8 @@ def auto_workers(n: int, batch_size: int, backbone: Backbone) -> int:
 
 
 def _channels_last(backbone: Backbone) -> bool:
-    """Convolutional image models run channels-last (NHWC) on CPU and CUDA: measured about
-    10 % faster for EfficientNet-Lite on 2 CPU cores (benchmarks/extract.py); text models never."""
+    """Convolutional image models run channels-last (NHWC): EfficientNet-Lite0 at 224 px, batch 64,
+    ran 3.8-5.5 images/s against 2.3-2.8 in NCHW on 2 busy CPU cores (interleaved runs); text models never."""
     module = backbone.module()
     if module is None or backbone.modality != "image":
         return False
