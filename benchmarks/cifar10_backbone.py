@@ -103,12 +103,25 @@ def sklearn_kmeans(x: np.ndarray, y: np.ndarray, seeds: list[int]) -> list[float
 
 
 def run_results(run: Path) -> list[dict]:
+    """The results of a run folder: from run.json, or, while the run is still going, from the
+    summaries of its finished method stages (with their time from done.json)."""
     from nolabel.io import read_json
 
-    manifest = read_json(run / "run.json")
-    return [{"label": r["name"] + " (run)", "seeds": r.get("seeds"), "metrics": r["metrics"],
-             "s_per_seed": (manifest.get("timings") or {}).get(r["name"], 0) / max(1, len(r.get("seeds") or [0])),
-             "command": f"nolabel run ... --out {run}"} for r in manifest["results"]]
+    if (run / "run.json").exists():
+        manifest = read_json(run / "run.json")
+        timings = manifest.get("timings") or {}
+        return [{"label": r["name"] + " (run)", "seeds": r.get("seeds"), "metrics": r["metrics"],
+                 "s_per_seed": timings.get(r["name"], 0) / max(1, len(r.get("seeds") or [0])),
+                 "command": f"nolabel run ... --out {run}"} for r in manifest["results"]]
+    rows = []
+    for summary_path in sorted((run / "stages").glob("method-*/summary.json")):
+        summary = read_json(summary_path)
+        done = summary_path.parent / "done.json"
+        seconds = read_json(done).get("seconds", 0) if done.exists() else 0
+        rows.append({"label": f"{summary['method']} (run)", "seeds": summary.get("seeds"), "metrics": summary["metrics"],
+                     "s_per_seed": seconds / max(1, len(summary.get("seeds") or [0])),
+                     "command": f"nolabel run ... --out {run} (stage {summary_path.parent.name})"})
+    return rows
 
 
 def main() -> None:
