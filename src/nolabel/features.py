@@ -103,6 +103,11 @@ def extract_features(
         "normalized": bool(normalize),
     })
 
+    from . import features_sharded
+
+    if features_sharded.active():  # under torchrun: each process computes its shards
+        return features_sharded.extract_sharded(dataset, backbone, out_path, settings, batch_size, normalize,
+                                                dtype, num_workers, progress)
     partial, state_path = _partial_paths(out_path)
     array, start = _open_partial(partial, state_path, settings, (n, dim), dtype)
     bar = tqdm(total=n, initial=start, unit="item", desc=f"embed {dataset.name}", disable=not progress)
