@@ -103,12 +103,25 @@ def sklearn_kmeans(x: np.ndarray, y: np.ndarray, seeds: list[int]) -> list[float
 
 
 def run_results(run: Path) -> list[dict]:
+    """The results of a run folder: from run.json, or, while the run is still going, from the
+    summaries of its finished method stages (with their time from done.json)."""
     from nolabel.io import read_json
 
-    manifest = read_json(run / "run.json")
-    return [{"label": r["name"] + " (run)", "seeds": r.get("seeds"), "metrics": r["metrics"],
-             "s_per_seed": (manifest.get("timings") or {}).get(r["name"], 0) / max(1, len(r.get("seeds") or [0])),
-             "command": f"nolabel run ... --out {run}"} for r in manifest["results"]]
+    if (run / "run.json").exists():
+        manifest = read_json(run / "run.json")
+        timings = manifest.get("timings") or {}
+        return [{"label": r["name"] + " (run)", "seeds": r.get("seeds"), "metrics": r["metrics"],
+                 "s_per_seed": timings.get(r["name"], 0) / max(1, len(r.get("seeds") or [0])),
+                 "command": f"nolabel run ... --out {run}"} for r in manifest["results"]]
+    rows = []
+    for summary_path in sorted((run / "stages").glob("method-*/summary.json")):
+        summary = read_json(summary_path)
+        done = summary_path.parent / "done.json"
+        seconds = read_json(done).get("seconds", 0) if done.exists() else 0
+        rows.append({"label": f"{summary['method']} (run)", "seeds": summary.get("seeds"), "metrics": summary["metrics"],
+                     "s_per_seed": seconds / max(1, len(summary.get("seeds") or [0])),
+                     "command": f"nolabel run ... --out {run} (stage {summary_path.parent.name})"})
+    return rows
 
 
 def main() -> None:
@@ -122,6 +135,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--param", action="append", default=[], help="METHOD:NAME=VALUE")
     ap.add_argument("--floor-n", type=int, default=256)
+    ap.add_argument("--sklearn-kmeans", action="store_true", help="also scikit-learn k-means, n_init=10, every seed")
+    ap.add_argument("--extract-items", type=int, default=None,
+                    help="items the features stage's time covers (a resumed stage times only the rest)")
     ap.add_argument("--work", type=Path, default=Path("/work/runs/i13/bench"))
     ap.add_argument("--out", default=str(RESULTS / "cifar10_backbone"))
     args = ap.parse_args()
@@ -146,7 +162,8 @@ def main() -> None:
     out: dict = {"features": str(path), "n": len(x), "dim": int(x.shape[1]), "seeds": seeds,
                  "command": "python " + " ".join(sys.argv)}
     out["extract_seconds"] = extract_s
-    out["extract_images_per_s"] = len(x) / extract_s if extract_s else None
+    out["extract_items"] = args.extract_items or len(x)
+    out["extract_images_per_s"] = out["extract_items"] / extract_s if extract_s else None
     out["floor_images_per_s"] = floor_rate(args.data, args.floor_n)
     out["purity20"] = neighbor_purity(knn(x, 20, device="cpu").indices, y)
     print(json.dumps({k: v for k, v in out.items()}), flush=True)
@@ -154,9 +171,10 @@ def main() -> None:
         write_json(Path(args.out + ".json"), out)
         Path(args.out + ".md").write_text(markdown(out))
 
-    accs = sklearn_kmeans(x, y, seeds)
-    out["sklearn_kmeans_acc"] = {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "per_seed": accs}
-    print("sklearn k-means", accs, flush=True)
+    if args.sklearn_kmeans:
+        accs = sklearn_kmeans(x, y, seeds)
+        out["sklearn_kmeans_acc"] = {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "per_seed": accs}
+        print("sklearn k-means", accs, flush=True)
     probe = linear_probe(x, y)
     out["linear_probe_acc"] = {"mean": float(np.mean(probe)), "per_fold": probe}
     print("linear probe", probe, flush=True)
@@ -185,11 +203,11 @@ def markdown(out: dict) -> str:
         f"{out['dim']}-d L2-normalised pooled features. Labels only score (and train the probe, the ceiling). "
         "Shared machine: 2 CPU cores used by several jobs at once, so speeds are indicative.",
         "",
-        f"- extraction: {ex:.1f} images/s ({out['extract_seconds']:.0f} s for {out['n']})" if ex else "- extraction: -",
+        f"- extraction: {ex:.1f} images/s ({out['extract_seconds']:.0f} s for {out['extract_items']})" if ex else "- extraction: -",
         f"- floor (bare `model(x)` on preprocessed tensors, batch 64): {out['floor_images_per_s']:.1f} images/s",
         f"- 20-NN purity: {100 * out['purity20']:.1f} %",
         f"- scikit-learn k-means (n_init=10), seeds {','.join(map(str, out['seeds']))}: ACC "
-        f"{fmt(out['sklearn_kmeans_acc'])}",
+        f"{fmt(out['sklearn_kmeans_acc'])}" if "sklearn_kmeans_acc" in out else "- scikit-learn k-means: not run",
         f"- linear probe (labels, stratified 3-fold; the CEILING, not a clustering result): "
         f"{100 * out['linear_probe_acc']['mean']:.1f} %",
         "",

@@ -360,3 +360,10 @@ def test_report_renders_in_headless_chromium(labelled_run, tmp_path):
     # the red collapse warning is drawn near the top of the page
     top = pixels[:700].reshape(-1, 3).astype(int)
     assert ((np.abs(top - [0xfd, 0xec, 0xea]).sum(axis=1) < 6).sum()) > 5000
+
+
+def test_health_shares_of_a_report_without_empty_clusters():
+    from nolabel.health import health_check
+
+    h = health_check(np.array([0, 0, 1, 1, 1, 2]), np.ones(6), 3)
+    assert (h["n_nonempty"], h["largest_share"], h["smallest_share"]) == (3, 0.5, 1 / 6)

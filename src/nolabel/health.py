@@ -56,7 +56,7 @@ def health_check(labels: Any, confidences: Any, n_clusters: int, kmeans_labels: 
         "n_clusters": k,
         "n_nonempty": n_nonempty,
         "largest_share": float(shares.max(initial=0.0)),
-        "smallest_share": float(shares.min(initial=0.0)),
+        "smallest_share": float(shares.min()) if k else 0.0,  # (min with initial=0.0 was always 0)
         "mean_confidence": mean_conf,
         "agreement_kmeans": agreement,
         "warnings": warnings,

@@ -447,7 +447,7 @@ figcaption span { white-space:nowrap; overflow:hidden; text-overflow:ellipsis; }
 .texts figcaption { flex-direction:row; gap:8px; }
 figcaption .cls { color:var(--fg); }
 p.warn { background:#fdecea; border:1px solid #e6a29b; color:#8a1f14; padding:6px 10px; border-radius:4px; font-weight:600; }
-span.bad { color:var(--bad); }
+span.bad { color:var(--bad); white-space:normal; display:inline-block; min-width:260px; text-align:left; }
 nav.methods { display:flex; flex-wrap:wrap; gap:6px; align-items:center; margin:8px 0; }
 nav.methods button { font:inherit; border:1px solid var(--line); background:var(--panel); border-radius:3px; padding:2px 10px; cursor:pointer; }
 nav.methods button.on { background:var(--accent); color:#fff; border-color:var(--accent); }
