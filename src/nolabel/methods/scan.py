@@ -24,9 +24,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..nn.head_training import HeadMethod, make_optimizer, random_neighbors
-from ..nn.losses import scan_loss
+from ..errors import NolabelError
+from ..nn.head_training import HeadMethod, kmeans_size_prior, make_optimizer, random_neighbors
+from ..nn.losses import scan_loss, size_prior_kl
 from . import register
+
+SIZE_PRIORS = ("kmeans", "uniform")
+
 
 @register("scan")
 class SCAN(HeadMethod):
@@ -45,6 +49,7 @@ class SCAN(HeadMethod):
         lr: float = 1e-2,
         weight_decay: float = 1e-4,
         optimizer: str = "adam",
+        size_prior: str = "kmeans",
         normalize: bool = True,
         seed: int = 0,
         device: str | None = None,
@@ -56,36 +61,51 @@ class SCAN(HeadMethod):
         self.entropy_weight = entropy_weight
         self.n_heads = n_heads
         self.optimizer = optimizer
+        if size_prior not in SIZE_PRIORS:
+            raise NolabelError(f"unknown size_prior {size_prior!r}; choose one of {', '.join(SIZE_PRIORS)}")
+        self.size_prior = size_prior
 
     def _fit(self, x: np.ndarray, neighbors: np.ndarray | None) -> None:
         X = self._setup(x)
         nb = self._neighbors(neighbors)
         head = self._new_head(X.shape[1], self.n_heads)
         opt = make_optimizer(self.optimizer, head.parameters(), self.lr, self.weight_decay)
+        prior = self._prior(X)
+        self.prior_ = prior.cpu().tolist()
 
         def step(idx: torch.Tensor, t: int) -> float:
             nbr = random_neighbors(nb, idx, self._cpu_gen)
             p = torch.softmax(head(torch.cat([X[idx], X[nbr]])), dim=-1)
-            total, _, _ = scan_loss(p[:, : len(idx)], p[:, len(idx) :], self.entropy_weight)
-            loss = total.sum()
+            _, consistency, _ = scan_loss(p[:, : len(idx)], p[:, len(idx) :], 0.0)
+            loss = (consistency + self.entropy_weight * size_prior_kl(p[:, : len(idx)].mean(-2), prior)).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             return float(loss.detach()) / self.n_heads
 
         self._run_epochs(len(X), step)
-        losses = whole_data_scan_loss(torch.softmax(self._all_logits(head, X), dim=-1), nb, self.entropy_weight)
+        losses = whole_data_scan_loss(torch.softmax(self._all_logits(head, X), dim=-1), nb, self.entropy_weight, prior)
         self.head_losses_ = losses.tolist()
         self.head_ = head.select([int(losses.argmin())])
 
 
+    def _prior(self, X: torch.Tensor) -> torch.Tensor:
+        """The cluster-size profile the mean prediction is pulled towards."""
+        if self.size_prior == "kmeans":
+            return kmeans_size_prior(X, self.n_clusters, self.seed)
+        return torch.full((self.n_clusters,), 1.0 / self.n_clusters, device=X.device)
+
+
 @torch.no_grad()
-def whole_data_scan_loss(p: torch.Tensor, neighbors: torch.Tensor, entropy_weight: float) -> torch.Tensor:
-    """SCAN loss per head over all (sample, neighbour) pairs: ``p`` (H, N, K) -> (H,)."""
+def whole_data_scan_loss(p: torch.Tensor, neighbors: torch.Tensor, entropy_weight: float,
+                         prior: torch.Tensor | None = None) -> torch.Tensor:
+    """SCAN loss per head over all (sample, neighbour) pairs: ``p`` (H, N, K) -> (H,);
+    the size term is ``size_prior_kl`` to ``prior`` (uniform when None)."""
+    if prior is None:
+        prior = torch.full((p.shape[-1],), 1.0 / p.shape[-1], device=p.device)
     consistency = torch.zeros(p.shape[0], dtype=torch.float64, device=p.device)
     for j in range(neighbors.shape[1]):
         _, c, _ = scan_loss(p, p[:, neighbors[:, j]], 0.0)
         consistency += c.double()
     consistency /= neighbors.shape[1]
-    _, _, ent = scan_loss(p, p, 0.0)
-    return (consistency - entropy_weight * ent.double()).float().cpu()
+    return (consistency + entropy_weight * size_prior_kl(p.mean(-2), prior).double()).float().cpu()

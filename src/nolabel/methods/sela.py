@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..nn.head_training import HeadMethod, make_optimizer, perturb
+from ..errors import NolabelError
+from ..nn.head_training import HeadMethod, kmeans_size_prior, make_optimizer, perturb
 from ..nn.losses import balanced_cross_entropy
 from ..nn.sinkhorn import sinkhorn_knopp
 from . import register
@@ -42,6 +43,7 @@ class SeLa(HeadMethod):
         n_relabel: int = 50,
         dropout: float = 0.1,
         noise: float = 0.1,
+        marginals: str = "kmeans",
         epochs: int = 100,
         batch_size: int = 256,
         lr: float = 1e-3,
@@ -61,11 +63,23 @@ class SeLa(HeadMethod):
         self.n_relabel = n_relabel
         self.dropout = dropout
         self.noise = noise
+        if marginals not in ("kmeans", "uniform"):
+            raise NolabelError(f"unknown marginals {marginals!r}; choose kmeans or uniform")
+        self.marginals = marginals
 
-    def _labels(self, head, X: torch.Tensor) -> torch.Tensor:
-        """Sinkhorn-Knopp hard labels ``(H, N)``, one head at a time (bounded memory)."""
+    def _labels(self, head, X: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
+        """Sinkhorn-Knopp hard labels ``(H, N)``, one head at a time (bounded memory).
+        With a size ``prior`` (sorted descending) each head's clusters get its sizes in the
+        order of their current predicted mass (largest mass, largest marginal)."""
         logp = torch.log_softmax(self._all_logits(head, X), dim=-1)
-        return torch.stack([sinkhorn_knopp(logp[h], self.lam, self.tol)[1] for h in range(len(logp))])
+        labels = []
+        for h in range(len(logp)):
+            marginals = None
+            if prior is not None:
+                order = logp[h].exp().mean(0).argsort(descending=True)
+                marginals = torch.empty_like(prior).scatter_(0, order, prior)
+            labels.append(sinkhorn_knopp(logp[h], self.lam, self.tol, marginals=marginals)[1])
+        return torch.stack(labels)
 
     def _fit(self, x: np.ndarray, neighbors: np.ndarray | None) -> None:
         X = self._setup(x)
@@ -75,11 +89,12 @@ class SeLa(HeadMethod):
         m = max(1, int(self.n_relabel))
         relabel_at = {int(round(total * (j / m) ** 2)) for j in range(m)}
         labels = torch.zeros(self.n_heads, len(X), dtype=torch.int64, device=self._device)
+        prior = kmeans_size_prior(X, self.n_clusters, self.seed) if self.marginals == "kmeans" else None
 
         def step(idx: torch.Tensor, t: int) -> float:
             nonlocal labels
             if t in relabel_at:
-                labels = self._labels(head, X)
+                labels = self._labels(head, X, prior)
             logits = head(perturb(X[idx], self.dropout, self.noise, self._dev_gen))
             loss = balanced_cross_entropy(logits, labels[:, idx]).sum()
             opt.zero_grad(set_to_none=True)
@@ -88,7 +103,7 @@ class SeLa(HeadMethod):
             return float(loss.detach()) / self.n_heads
 
         self._run_epochs(len(X), step)
-        labels = self._labels(head, X)
+        labels = self._labels(head, X, prior)
         ce = balanced_cross_entropy(self._all_logits(head, X), labels).cpu()
         self.head_losses_ = ce.tolist()
         self.head_ = head.select([int(ce.argmin())])
