@@ -50,7 +50,22 @@ from . import register
 
 ADJACENCIES = ("knn", "cosine", "l2", "sne")
 VIEWS = ("neighbor", "perturb")
+BATCHES = ("groups", "random")
 DEFAULT_TAU = {"cosine": 0.9, "l2": 0.2, "sne": 0.01}
+
+
+def neighbor_groups(anchors: torch.Tensor, neighbors: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Each anchor followed by ``size - 1`` of its mined neighbours (uniform, with
+    replacement): ``(len(anchors) * size,)`` row indices."""
+    cols = torch.randint(neighbors.shape[1], (len(anchors), size - 1), generator=generator).to(neighbors.device)
+    return torch.cat([anchors[:, None], neighbors[anchors[:, None], cols]], dim=1).reshape(-1)
+
+
+def adjacency_mined(idx: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
+    """``A_ij = [idx_j in kNN(idx_i) or idx_i in kNN(idx_j) or idx_i = idx_j]`` from the mined
+    k-NN of the whole data (``neighbors``: the batch's rows of the table, ``(B, k)``)."""
+    a = (neighbors[:, :, None] == idx[None, None, :]).any(1) | (idx[:, None] == idx[None, :])
+    return (a | a.T).float()
 
 
 @register("lsdc")
@@ -65,6 +80,8 @@ class LSDC(HeadMethod):
         tau: float | None = None,
         sne_temperature: float = 1.0,
         view: str = "neighbor",
+        batches: str = "groups",
+        group_size: int = 4,
         n_neighbors: int = 20,
         dropout: float = 0.1,
         noise: float = 0.1,
@@ -95,7 +112,11 @@ class LSDC(HeadMethod):
         self.sne_temperature = sne_temperature
         self.view = view
         self.n_neighbors = n_neighbors
-        self.needs_neighbors = view == "neighbor"
+        if batches not in BATCHES:
+            raise NolabelError(f"unknown batches {batches!r}; choose one of {', '.join(BATCHES)}")
+        self.batches = batches
+        self.group_size = group_size
+        self.needs_neighbors = view == "neighbor" or batches == "groups"
         self.dropout = dropout
         self.noise = noise
         self.consistency = consistency
@@ -105,11 +126,14 @@ class LSDC(HeadMethod):
         self.hidden = hidden
         self.n_layers = n_layers
 
-    def _targets(self, f: torch.Tensor) -> torch.Tensor:
+    def _targets(self, f: torch.Tensor, idx: torch.Tensor, nb: torch.Tensor | None) -> torch.Tensor:
         tau = DEFAULT_TAU.get(self.adjacency) if self.tau is None else self.tau
         if self.adjacency == "knn":
             k = self.adjacency_k or min(20, max(2, len(f) // (2 * self.n_clusters)))
-            return adjacency_knn(f, k)
+            a = adjacency_knn(f, k)
+            if nb is not None and self.batches == "groups":
+                a = torch.maximum(a, adjacency_mined(idx, nb[idx, : self.adjacency_k or 20]))
+            return a
         if self.adjacency == "cosine":
             return adjacency_cosine(f, tau)
         if self.adjacency == "l2":
@@ -118,7 +142,7 @@ class LSDC(HeadMethod):
 
     def _fit(self, x: np.ndarray, neighbors: np.ndarray | None) -> None:
         X = self._setup(x)
-        nb = self._neighbors(neighbors) if self.view == "neighbor" else None
+        nb = self._neighbors(neighbors) if self.needs_neighbors else None
         head = self._new_head(X.shape[1], self.n_heads, self.hidden, self.n_layers)
         opt = make_optimizer("adam", head.parameters(), self.lr, self.weight_decay)
         per_epoch = self._steps_per_epoch(len(X))
@@ -129,8 +153,10 @@ class LSDC(HeadMethod):
         def step(idx: torch.Tensor, t: int) -> float:
             if t % per_epoch == 0:
                 head_sums.zero_()
+            if self.batches == "groups":
+                idx = neighbor_groups(idx[: max(1, len(idx) // self.group_size)], nb, self.group_size, self._cpu_gen)
             f = X[idx]
-            a = self._targets(f)
+            a = self._targets(f, idx, nb)
             if nb is not None:
                 view = X[random_neighbors(nb, idx, self._cpu_gen)]
             else:

@@ -3,9 +3,15 @@
 ``n_heads`` linear heads (one batched :class:`~nolabel.nn.heads.MultiHead`) are trained
 at once with the SCAN loss, for each head
 
-``L = -mean_b log <p(x_b), p(k_b)> - entropy_weight * H(mean_b p(x_b))``
+``L = -mean_b log <p(x_b), p(k_b)> + entropy_weight * KL_sorted(mean_b p(x_b) || r)``
 
-where ``k_b`` is drawn uniformly, at every step, from the first ``n_neighbors`` mined
+with :func:`~nolabel.nn.losses.size_prior_kl` (the KL between the sorted mean prediction
+and the sorted size profile ``r``). ``size_prior="uniform"`` takes ``r = 1/K``, where the
+term is SCAN's ``-H(mean_b p)`` up to the constant ``log K``. ``size_prior="kmeans"``
+(default) takes ``r`` = the sorted, add-one smoothed cluster sizes of k-means on the same
+embeddings (:func:`~nolabel.nn.head_training.kmeans_size_prior`): a label-free answer to
+uneven class sizes (SCAN's entropy term forces near-equal clusters), which on balanced
+data stays close to uniform. ``prior_`` keeps the profile used. Here ``k_b`` is drawn uniformly, at every step, from the first ``n_neighbors`` mined
 neighbours of ``x_b`` (gradients flow through both). The heads' losses are summed.
 After training, the objective is evaluated per head on the whole data (consistency over
 every (sample, neighbour) pair of the first ``n_neighbors``, entropy of the whole-data

@@ -5,8 +5,12 @@ Each head has its own labels. At ``n_relabel`` points spaced quadratically over 
 training steps (``step_j = round(T (j / M)^2)``, j = 0..M-1, dense early as in the
 code; the first at step 0 from the randomly initialised heads) every head's labels are
 re-solved: :func:`~nolabel.nn.sinkhorn.sinkhorn_knopp` on the head's log-probabilities
-over the whole data (equal-partition marginals, ``lam``, ``tol``), hard label = argmax of
-Q. Between re-labellings each head is trained by cross-entropy on its labels, with the
+over the whole data (``lam``, ``tol``), hard label = argmax of Q. Marginals: with
+``marginals="uniform"`` the equal partition (SeLa); with ``"kmeans"`` (default) the
+sorted cluster sizes of k-means on the same embeddings
+(:func:`~nolabel.nn.head_training.kmeans_size_prior`), given to each head's clusters in
+the order of their current predicted mass (the largest mass gets the largest marginal):
+non-uniform marginals as later SeLa work uses, for uneven class sizes. Between re-labellings each head is trained by cross-entropy on its labels, with the
 embedding perturbed (:func:`~nolabel.nn.head_training.perturb`: ``dropout``, ``noise``)
 in place of SeLa's image augmentation. After training the labels are solved once more
 and the head with the lowest cross-entropy to its own final labels (clean embeddings)

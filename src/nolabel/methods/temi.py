@@ -39,7 +39,8 @@ checkpoint on test labels, which nolabel never does).
 
 Defaults: 16 heads (the paper's 50 lose < 1 point at 16), hidden 256 (the code 512,
 DINO 2048), batch 256, AdamW lr 1e-3 (the code 5e-4 per 256), weight decay 1e-4,
-10 warm-up epochs, EPOCHS_NOTE. The paper's schedule (50 heads, 200 epochs, lr 1e-4,
+10 warm-up epochs, 30 epochs (the code 100; on CIFAR-10 ResNet-56 features 20 already match the code's
+85.0, and 30 keep a CPU run on 16k x 384 MiniLM features to a few minutes). The paper's schedule (50 heads, 200 epochs, lr 1e-4,
 batch 512) is ``configs/temi_frozen.yaml``.
 """
 from __future__ import annotations
@@ -72,7 +73,7 @@ class TEMI(HeadMethod):
         beta: float = 0.6,
         prior_momentum: float = 0.9,
         teacher_momentum: float | None = None,
-        epochs: int = 100,
+        epochs: int = 30,
         warmup_epochs: int = 10,
         batch_size: int = 256,
         lr: float = 1e-3,
