@@ -11,7 +11,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e ".[image]"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

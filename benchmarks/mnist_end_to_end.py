@@ -77,7 +77,7 @@ def run_seed(args, data, labels, images, pretext: Path, seed: int) -> dict:
     from sklearn.cluster import KMeans
 
     from nolabel.neighbors import knn, normalize_rows, neighbor_purity
-    from nolabel.train import lsdc_end_to_end, scan_end_to_end, selflabel_end_to_end
+    from nolabel.train.end_to_end import lsdc_end_to_end, scan_end_to_end, selflabel_end_to_end
 
     out = args.out / f"seed{seed}"
     stages: dict[str, dict] = {}
@@ -157,7 +157,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from nolabel.data import load_dataset
-    from nolabel.pretext.common import image_source
+    from nolabel.data.images import image_source
 
     data = load_dataset(f"mnist:{args.data}", split="test")
     if args.quick:

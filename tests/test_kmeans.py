@@ -42,9 +42,57 @@ def test_proba_is_a_distribution_whose_argmax_is_the_assignment():
 
 def test_restarts_keep_the_lowest_inertia():
     x, _ = blobs(spread=2.0, k=6)
-    single = [KMeans(n_clusters=6, n_init=1, seed=s).fit(x).inertia_ for s in range(3)]
-    best = KMeans(n_clusters=6, n_init=3, seed=0).fit(x).inertia_
-    assert best == pytest.approx(min(single), rel=1e-6)
+    km = KMeans(n_clusters=6, n_init=3, seed=0)
+    single = [km._run_sklearn(x, "lloyd", s)[1] for s in km.restart_seeds(3)]
+    assert km.fit(x).inertia_ == pytest.approx(min(single), rel=1e-6)
+
+
+def test_restart_seeds_are_independent_across_seeds():
+    a, b = KMeans(seed=0).restart_seeds(10), KMeans(seed=1).restart_seeds(10)
+    assert len(set(a)) == 10 and not set(a) & set(b)
+    assert KMeans(seed=0).restart_seeds(3) == a[:3]  # a restart does not depend on n_init
+
+
+def test_seeds_0_and_1_give_different_single_restarts():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)).astype(np.float32)  # no structure: the start decides the partition
+    a = KMeans(n_clusters=8, n_init=1, seed=0).fit(x)
+    b = KMeans(n_clusters=8, n_init=1, seed=1).fit(x)
+    assert not np.allclose(np.sort(a.cluster_centers_, axis=0), np.sort(b.cluster_centers_, axis=0))
+
+
+@pytest.mark.parametrize("backend", ["faiss", "minibatch"])
+def test_fast_backends_agree_with_lloyd_at_small_n(backend):
+    x, y = blobs(n_per=80, k=5, d=12, spread=0.3, seed=2)
+    exact = KMeans(n_clusters=5, backend="lloyd", seed=0).fit(x)
+    fast = KMeans(n_clusters=5, backend=backend, epochs=5, seed=0).fit(x)
+    assert same_partition(exact.labels_, fast.labels_) and same_partition(exact.labels_, y)
+    assert fast.inertia_ == pytest.approx(exact.inertia_, rel=1e-3)
+
+
+def test_confidences_are_soft_with_a_data_temperature():
+    x, _ = blobs(spread=1.5, k=4, d=4)
+    km = KMeans(n_clusters=4, seed=0).fit(x)
+    p = km.predict_proba(x)
+    assert km.temperature_ == pytest.approx(km.inertia_ / len(x))
+    assert 0.3 < p.max(axis=1).mean() < 0.999 and (p.max(axis=1) < 0.9).any()
+    z = x[:5]
+    d2 = ((z[:, None, :] - km.cluster_centers_[None]) ** 2).sum(-1)
+    expected = np.exp(-d2 / km.temperature_)
+    np.testing.assert_allclose(p[:5], expected / expected.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
+
+
+def test_default_pca_bounds_the_dimension_and_matches_sklearn_pca():
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(400, 300)) * np.linspace(3, 0.1, 300)).astype(np.float32)
+    km = KMeans(n_clusters=3, n_init=1, seed=0).fit(x)
+    assert km.pca_components_.shape == (256, 300)
+    ref = PCA(n_components=256).fit(x).components_
+    cos = np.abs((km.pca_components_[:20] * ref[:20]).sum(axis=1))
+    np.testing.assert_allclose(cos, 1.0, atol=1e-3)
+    assert KMeans(n_clusters=3, n_init=1).fit(x[:, :64]).pca_components_ is None
 
 
 def test_overclustering_makes_more_clusters():
@@ -54,7 +102,7 @@ def test_overclustering_makes_more_clusters():
     assert km.predict_proba(x).shape[1] == 6
 
 
-def test_pca_and_incremental_pca_agree(tmp_path):
+def test_pca_on_a_memory_map_equals_pca_in_memory(tmp_path):
     x, y = blobs(d=64)
     path = tmp_path / "x.npy"
     np.save(path, x)
@@ -62,6 +110,7 @@ def test_pca_and_incremental_pca_agree(tmp_path):
     exact = KMeans(n_clusters=4, pca_dim=8, seed=0).fit(x)
     incremental = KMeans(n_clusters=4, pca_dim=8, seed=0).fit(mm)
     assert exact.pca_components_.shape == (8, 64)
+    np.testing.assert_allclose(exact.pca_components_, incremental.pca_components_, atol=1e-5)
     assert same_partition(exact.labels_, y) and same_partition(incremental.labels_, y)
 
 

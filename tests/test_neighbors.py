@@ -113,3 +113,45 @@ def test_purity_known_answer():
     assert purity_at_k(indices, labels, ks=(1, 2, 5)) == pytest.approx({1: 3 / 4, 2: 3 / 8})
     with pytest.raises(NolabelError):
         neighbor_purity(indices, labels[:3])
+
+
+def test_ivf_forced_at_small_n_probing_every_list_is_exact(tmp_path):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(600, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")  # read in chunks, never copied whole
+    exact = knn(x, 10, backend="faiss")
+    ivf = knn(mm, 10, backend="faiss-ivf", nlist=8, nprobe=8)
+    assert ivf.backend == "faiss-ivf" and ivf.recall == 1.0 and exact.recall == 1.0
+    np.testing.assert_array_equal(ivf.indices, exact.indices)
+    np.testing.assert_allclose(ivf.similarities, exact.similarities, atol=1e-6)
+
+
+def test_reported_ivf_recall_is_the_sampled_recall():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2000, 24)).astype(np.float32)  # no structure: one probed list of 40 misses neighbours
+    exact = knn(x, 10, backend="faiss")
+    ivf = knn(x, 10, backend="faiss-ivf", nlist=40, nprobe=1)
+    true = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(ivf.indices, exact.indices)])
+    assert ivf.recall < 0.9 and abs(ivf.recall - true) < 0.03  # RECALL_SAMPLE = 1000 of the 2000 rows
+
+
+def test_auto_switches_to_ivf_above_the_threshold(monkeypatch):
+    import nolabel.neighbors as nbm
+
+    x = np.random.default_rng(6).normal(size=(300, 8)).astype(np.float32)
+    assert knn(x, 5).backend == "faiss"
+    monkeypatch.setattr(nbm, "IVF_ABOVE", 200)
+    assert knn(x, 5).backend == "faiss-ivf"
+
+
+def test_faiss_backends_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from nolabel.neighbors import knn; "
+            "x = np.random.default_rng(0).normal(size=(500, 8)).astype('float32'); "
+            "knn(x, 5, backend='faiss'); knn(x, 5, backend='faiss-ivf', nlist=4); knn(x, 5); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-500:]

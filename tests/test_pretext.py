@@ -108,9 +108,9 @@ def test_image_source_guesses_channels_and_size():
 def _reference_features(out_path, ds):
     """Features of the trained weights (from the training state) on the cached, normalised images."""
     state = torch.load(state_path(out_path), map_location="cpu", weights_only=True)
-    settings = state["settings"]
+    settings = state["config"]
     model = archs.get(settings["arch"])(**settings["arch_kwargs"])
-    model.load_state_dict(state["backbone"])
+    model.load_state_dict({k.removeprefix("backbone."): v for k, v in state["model"].items() if k.startswith("backbone.")})
     model.eval()
     images = image_source(ds).cache.float() / 255
     x = (images - torch.tensor(settings["mean"])[:, None, None]) / torch.tensor(settings["std"])[:, None, None]
@@ -174,6 +174,6 @@ def test_bfloat16_autocast_run_is_recorded_and_loads(tmp_path):
     ds = _digits(32)
     out = train_simclr(ds, tmp_path / "amp.safetensors", epochs=1, amp=True, **TINY)
     log = torch.load(state_path(out), weights_only=True)
-    assert log["settings"]["amp"] is True and math.isfinite(log["history"][0]["loss"])
+    assert log["config"]["amp"] is True and math.isfinite(log["history"][0]["loss"])
     features = backbones.get(f"local:{out}", device="cpu").embed([ds.load(i) for i in range(4)])
     assert features.dtype == torch.float32 and torch.isfinite(features).all()

@@ -1,6 +1,7 @@
 """The HTML report: content, escaping, galleries, no-label runs, and a headless-browser render."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -120,34 +121,68 @@ def text_run(tmp_path):
     return run, dataset
 
 
+def _method_sections(html: str) -> list[str]:
+    starts = [m.start() for m in re.finditer('<section class="method"', html)]
+    return [html[a:b] for a, b in zip(starts, starts[1:] + [html.index('id="timings"') if 'id="timings"' in html[starts[-1]:] else len(html)])]
+
+
 def test_report_content_and_escaping(labelled_run):
     run, dataset, clusters = labelled_run
     path = build_report(run, dataset=dataset, max_per_cluster=6)
     assert path == run / "report.html"
     html = path.read_text()
-    nonempty = np.unique(clusters)
-    assert html.count('<section class="cluster"') == len(nonempty) == 4
-    for c in nonempty:
-        assert f'id="cluster-{c}"' in html
-    assert 'id="cluster-4"' not in html  # the empty cluster has no gallery
+    # one gallery section per method: scan (clusters 0-3; 4 is empty) and kmeans (the three classes)
+    scan, kmeans = _method_sections(html)
+    assert 'data-method="scan"' in scan and 'data-method="kmeans"' in kmeans
+    assert scan.count('<section class="cluster"') == 4 and kmeans.count('<section class="cluster"') == 3
+    for c in np.unique(clusters):
+        assert f'id="m0-cluster-{c}"' in scan
+    assert 'id="m0-cluster-4"' not in html  # the empty cluster has no gallery
     # metrics: mean +- std in %, seeds and split stated, both methods, comparison table
     assert "81.23 \u00b1 0.45" in html and "70.11 \u00b1 0.00" in html and "99.17 \u00b1 0.00" in html
     assert "<b>test</b> split" in html
-    assert 'id="comparison"' in html and 'id="confusion"' in html and 'id="curves"' in html and 'id="kestimate"' in html
-    # hostile strings (a class name, an item id, the data path) are escaped everywhere
-    assert "<script" not in html and HOSTILE not in html
+    for section in ("health", "comparison", "confusion", "curves", "kestimate", "map"):
+        assert f'id="{section}"' in html
+    # hostile strings (a class name, an item id, the data path) are escaped everywhere; the only
+    # scripts are the page's own and its JSON map data
+    assert HOSTILE not in html and html.count("<script") == 2
     assert html.count(ESCAPED) >= 3
     # cluster 0 holds 36 reds and 0 others after the swaps: majority "red", purity 100%
-    section0 = html[html.index('id="cluster-0"'):html.index('id="cluster-1"')]
+    section0 = scan[scan.index('id="m0-cluster-0"'):scan.index('id="m0-cluster-1"')]
     assert "<b>red</b> (purity 100.0%)" in section0
     # cluster 1: 40 greens + 4 reds -> purity 40/44; the reds are framed as off-majority
-    section1 = html[html.index('id="cluster-1"'):html.index('id="cluster-2"')]
+    section1 = scan[scan.index('id="m0-cluster-1"'):scan.index('id="m0-cluster-2"')]
     assert f"(purity {100 * 40 / 44:.1f}%)" in section1
     # every cluster shows min(size, 6) prototypes + least-confident ones (max(2, 6 // 3) = 2)
     assert section0.count("<figure") == 6 + 2
-    # thumbnails embedded, nothing external
-    assert html.count("data:image/") >= 8 * 4
-    assert not re.search(r'src="(?!data:)', html) and "<script" not in html and "http://" not in html and "https://" not in html
+    # captions show the relative path, not only the file name
+    assert re.search(r'<span class="id">img/\d{4}\.png</span>', section0)
+    # thumbnails embedded, nothing external; one hover target per item on the map (120 < 2000 points)
+    assert html.count('<img src="data:image/') == 8 * (4 + 3)  # 6 prototypes + 2 least confident per cluster
+    assert html.count('<circle class="pt"') == len(clusters)
+    assert not re.search(r'src="(?!data:)', html) and "http://" not in html and "https://" not in html
+
+
+def test_health_check_rendered_and_collapse_warned(labelled_run):
+    run, dataset, _ = labelled_run
+    html = build_report(run, dataset=dataset).read_text()
+    health = html[html.index('id="health"'):html.index('id="metrics"')]
+    rows = re.findall(r"<tr><td>(\w+)</td><td class=num>([^<]*)</td><td class=num>([^<]*)</td><td class=num>([^<]*)</td>", health)
+    # scan: clusters of 36, 44, 30, 10 and an empty one of K=5; kmeans: 40, 40, 40 and two empty
+    assert rows == [("scan", "4 / 5", f"{100 * 44 / 120:.1f}", "0.0"), ("kmeans", "3 / 5", f"{100 * 40 / 120:.1f}", "0.0")]
+    warn = re.findall(r'<p class="warn">(.*?)</p>', html)
+    assert len(warn) == 2 and "scan looks collapsed" in warn[0] and "clusters are empty" in warn[0]
+    assert html.index('class="warn"') < html.index('id="metrics"')  # at the top of the page
+    # a health dict stored by the run is shown as it is (agreement with k-means included)
+    manifest = json.loads((run / "run.json").read_text())
+    manifest["results"][1]["metrics"]["health"] = {
+        "n_clusters": 5, "n_nonempty": 5, "largest_share": 0.25, "smallest_share": 0.125, "mean_confidence": 0.9,
+        "agreement_kmeans": 0.875, "warnings": []}
+    (run / "run.json").write_text(json.dumps(manifest))
+    html = build_report(run, dataset=dataset).read_text()
+    health = html[html.index('id="health"'):html.index('id="metrics"')]
+    assert "<tr><td>kmeans</td><td class=num>5 / 5</td><td class=num>25.0</td><td class=num>12.5</td><td class=num>0.900</td><td class=num>87.5</td><td class=num>ok</td>" in health
+    assert len(re.findall(r'<p class="warn">', html)) == 1
 
 
 def test_report_without_labels_has_no_confusion_matrix(text_run):
@@ -166,10 +201,11 @@ def test_report_limits_clusters_and_writes_elsewhere(labelled_run, tmp_path):
     out = build_report(run, out=tmp_path / "elsewhere" / "r.html", dataset=dataset, max_per_cluster=3, max_clusters=2)
     html = out.read_text()
     assert not (run / "report.html").exists()
-    assert html.count('<section class="cluster"') == 2
-    # the two largest clusters: 1 (44 items) and 0 (36)
-    assert 'id="cluster-1"' in html and 'id="cluster-0"' in html and 'id="cluster-3"' not in html
-    assert "The 2 largest of 4 non-empty clusters are shown." in html
+    scan, kmeans = _method_sections(html)
+    assert scan.count('<section class="cluster"') == 2 and kmeans.count('<section class="cluster"') == 2
+    # the two largest clusters of scan: 1 (44 items) and 0 (36)
+    assert 'id="m0-cluster-1"' in scan and 'id="m0-cluster-0"' in scan and 'id="m0-cluster-3"' not in scan
+    assert "The 2 largest of 4 non-empty clusters are shown." in scan
 
 
 def test_report_without_matching_dataset_lists_ids(labelled_run):
@@ -177,10 +213,11 @@ def test_report_without_matching_dataset_lists_ids(labelled_run):
     other = dataset.subset(np.arange(10))
     html = build_report(run, dataset=other).read_text()
     assert "item ids differ" in html
-    assert html.count('<section class="cluster"') == 4
-    figures = re.findall(r"<figure.*?</figure>", html)
+    scan, kmeans = _method_sections(html)
+    assert scan.count('<section class="cluster"') == 4
+    figures = re.findall(r"<figure.*?</figure>", scan)
     assert len(figures) == 4 * (12 + 4) - (12 + 4 - 10)  # cluster 3 holds only 10 items
-    assert all("<img" not in f and re.search(r'<span class="id">\d{4}\.png</span>', f) for f in figures[1:])
+    assert all("<img" not in f and re.search(r'<span class="id">img/\d{4}\.png</span>', f) for f in figures[1:])
 
 
 def test_report_of_a_pipeline_run_reloads_its_data(tmp_path):
@@ -201,6 +238,10 @@ def test_report_of_a_pipeline_run_reloads_its_data(tmp_path):
     assert html.count("<figure") == html.count('<img src="data:image/') == 24
     assert "100.00 \u00b1 0.00" in html  # two well separated colours: k-means is perfect with both seeds
     assert 'class="note"' not in html
+    # a click opens the original file: each thumbnail links to it; captions give the class folder
+    links = re.findall(r'<a class="open" href="(file://[^"]+)" data-id="([^"]+)"', html)
+    assert len(links) == 24 and all(Path(href[7:]).is_file() and href.endswith(rel) for href, rel in links)
+    assert {rel.split("/")[0] for _, rel in links} == {"red", "blue"}
     shutil.move(tmp_path / "data", tmp_path / "moved")
     html = build_report(tmp_path / "run").read_text()
     assert 'class="note"' in html and "could not be loaded" in html
@@ -251,7 +292,7 @@ def test_confidence_ties_broken_by_closeness_to_cluster_mean():
 
 def test_thumbnail_size_and_grey():
     uri, size = thumbnail_uri(Image.new("RGB", (200, 100), (10, 200, 30)))
-    assert size == (64, 32) and uri.startswith("data:image/")
+    assert size == (128, 64) and uri.startswith("data:image/")
     uri, size = thumbnail_uri(np.full((28, 28), 128, dtype=np.uint8))
     assert size == (28, 28)  # never enlarged
     import base64
@@ -283,21 +324,39 @@ def _chromium() -> str | None:
     return None
 
 
+def _run_chromium(browser: str, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_report_renders_in_headless_chromium(labelled_run, tmp_path):
+    """What a person sees after the page's script ran: both methods' galleries (the first
+    shown, the second behind its selector button), one hover target per map point, captions
+    with relative paths, the collapse warning; and a screenshot that is not blank."""
     browser = _chromium()
     if browser is None:
         pytest.skip("needs Debian's chromium (/usr/bin/chromium or `chromium` on PATH): apt-get install -y chromium")
     run, dataset, _ = labelled_run
     report = build_report(run, dataset=dataset)
+    dom = _run_chromium(browser, ["--virtual-time-budget=5000", "--dump-dom", report.resolve().as_uri()], tmp_path).stdout
+    assert dom.rstrip().endswith("</html>"), "chromium returned no DOM"
+    methods = re.findall(r'<section class="method" id="gallery-(\d)" data-method="(\w+)"( hidden="")?>', dom)
+    assert methods == [("0", "scan", ""), ("1", "kmeans", ' hidden=""')]  # the script shows one method at a time
+    assert re.findall(r'<button type="button" data-m="\d"[^>]*>(\w+)</button>', dom) == ["scan", "kmeans"]
+    # the script coloured every point and gave it its value (class or cluster) for the hover text
+    points = re.findall(r'<circle class="pt" data-i="(\d+)"[^>]* data-v="([^"]*)"', dom)
+    assert len(points) == len(dataset) and sorted(int(i) for i, _ in points) == list(range(len(dataset)))
+    assert len(re.findall(r'<span class="id">img/\d{4}\.png</span>', dom)) >= 50
+    assert "scan looks collapsed" in dom
     shot = tmp_path / "report.png"
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000", f"--screenshot={shot}",
-           report.resolve().as_uri()]
-    subprocess.run(cmd, capture_output=True, timeout=90, check=False)
+    _run_chromium(browser, ["--window-size=1280,2000", f"--screenshot={shot}", report.resolve().as_uri()], tmp_path)
     assert shot.exists(), "chromium wrote no screenshot"
     img = Image.open(shot).convert("RGB")
     assert img.size == (1280, 2000)
     pixels = np.asarray(img)
-    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # text, plots and thumbnails, not a blank page
-    assert (pixels < 250).any(axis=2).mean() > 0.02
+    assert (pixels < 250).any(axis=2).mean() > 0.02  # not a blank page
+    # the red collapse warning is drawn near the top of the page
+    top = pixels[:700].reshape(-1, 3).astype(int)
+    assert ((np.abs(top - [0xfd, 0xec, 0xea]).sum(axis=1) < 6).sum()) > 5000

@@ -1,6 +1,7 @@
 """The training loop (resume equality, checkpoint contents) and the end-to-end procedures on tiny data."""
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -16,9 +17,10 @@ from nolabel.errors import NolabelError
 from nolabel.nn.losses import scan_loss
 from nolabel.train import checkpoint as C
 from nolabel.train.distributed import ShardedBatches
+from nolabel.nn.augment import DigitAugment, Normalizer
 from nolabel.train.end_to_end import (
-    DigitAugment, EndToEndModel, FrozenBlocks, Normalizer, _images, confident_counts, lsdc_end_to_end,
-    relabel_epochs, scan_end_to_end, scan_objective, sela_end_to_end, selflabel_end_to_end,
+    EndToEndModel, FrozenBlocks, _images, confident_counts, lsdc_end_to_end,
+    relabel_epochs, scan_end_to_end, sela_end_to_end, selflabel_end_to_end,
 )
 from nolabel.train.loop import fit
 from nolabel.neighbors import knn
@@ -116,12 +118,14 @@ def test_none_loss_skips_the_update():
 # ---------------------------------------------------------------- pieces
 
 
-def test_scan_objective_matches_scan_loss():
+def test_scan_loss_takes_a_given_mean_prediction():
     g = torch.Generator().manual_seed(0)
     pa = torch.softmax(torch.randn(3, 10, 4, generator=g), -1)
     pn = torch.softmax(torch.randn(3, 10, 4, generator=g), -1)
-    for a, b in zip(scan_objective(pa, pn, 2.0), scan_loss(pa, pn, 2.0)):
+    for a, b in zip(scan_loss(pa, pn, 2.0, pbar=pa.mean(-2)), scan_loss(pa, pn, 2.0)):
         assert torch.allclose(a, b)
+    uniform = torch.full((3, 4), 0.25)
+    assert torch.allclose(scan_loss(pa, pn, 2.0, pbar=uniform)[2], torch.full((3,), math.log(4)))
 
 
 def test_sharded_batches_partition_the_permutation():

@@ -47,7 +47,7 @@ def embed(
     normalize: bool = typer.Option(False, "--normalize/--no-normalize", help="L2-normalise each embedding."),
     fp16: bool = typer.Option(False, "--fp16", help="Store embeddings as float16."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
-    workers: int = typer.Option(0, help="DataLoader worker processes for image decoding."),
+    workers: Optional[int] = typer.Option(None, help="DataLoader worker processes for image decoding (default: from the CPUs)."),
     text_column: Optional[str] = typer.Option(None, "--text-column", help="CSV/TSV: the column (name or index) holding the text."),
 ) -> None:
     """Extract features of DATA with a frozen backbone (resumes a killed run)."""
@@ -203,7 +203,8 @@ def neighbors(
     nb = knn(emb.array, k, backend=backend, device=device)
     out = out or default_neighbors_path(features, k)
     nb.save(out)
-    console.print(f"{nb.indices.shape[0]} x {k} neighbours -> {out}")
+    console.print(f"{nb.indices.shape[0]} x {k} neighbours -> {out}"
+                  + (f" ({nb.backend}, recall@{k} {nb.recall:.3f} on a sample)" if nb.backend == "faiss-ivf" else ""))
     labels = load_items(features).labels
     if labels is not None:
         table = Table("k", "neighbour purity (labels used only to score)")
@@ -305,10 +306,11 @@ def evaluate(
 @app.command()
 def run(
     data: Optional[str] = typer.Argument(None, help="Data (as for `nolabel embed`); optional when the preset names it."),
-    backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Feature extractor spec (default: pixels)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Feature extractor spec (default: efficientnet-lite0 for images, pixels otherwise)."),
     method: Optional[str] = typer.Option(None, "--method", "-m", help="One clustering method."),
     methods_: Optional[str] = typer.Option(None, "--methods", help="Several methods, comma-separated, compared on the same cached features."),
     k: Optional[str] = typer.Option(None, "--k", "-k", help="Number of clusters, or 'auto' to estimate it without labels."),
+    k_max: Optional[int] = typer.Option(None, "--k-max", help="--k auto: the largest K tried (default min(N/10, max(50, 2 sqrt N), 1000))."),
     then: Optional[str] = typer.Option(None, "--then", help="Second stage on top of each method, e.g. selflabel."),
     seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds (default 0)."),
     split: Optional[str] = typer.Option(None, help="Split for benchmark formats such as mnist:DIR (default test)."),
@@ -324,7 +326,7 @@ def run(
 
     overrides = {
         "data": data, "backbone": backbone, "then": then, "device": device, "split": split, "text_column": text_column,
-        "methods": methods_ or method, "k": k, "seeds": parse_seeds(seeds) if seeds else None,
+        "methods": methods_ or method, "k": k, "k_max": k_max, "seeds": parse_seeds(seeds) if seeds else None,
     }
     if param:
         from .params import parse_assignments

@@ -68,7 +68,7 @@ def extract_features(
     normalize: bool = False,
     dtype: str = "float32",
     device: str | torch.device | None = None,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     progress: bool = True,
 ) -> Embeddings:
     """Embed every item of ``dataset`` with ``backbone`` into ``out_path`` (resumable).
@@ -76,14 +76,14 @@ def extract_features(
     ``normalize`` divides each row by its L2 norm (zero rows stay zero); ``dtype``
     ``"float16"`` halves the file. ``device`` moves the backbone first (``None``:
     leave it where it is). ``num_workers > 0`` loads and preprocesses items in a
-    torch ``DataLoader`` with that many worker processes.
+    torch ``DataLoader`` with that many worker processes (``None``: :func:`auto_workers`).
     """
     out_path = Path(out_path)
     if dtype not in DTYPES:
         raise NolabelError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise NolabelError(f"batch size must be a positive integer, got {batch_size!r}")
-    if num_workers < 0:
+    if num_workers is not None and num_workers < 0:
         raise NolabelError(f"the number of workers must be >= 0, got {num_workers}")
     n = len(dataset)
     if n == 0:
@@ -135,7 +135,7 @@ def embed_dataset(
     backbone: Backbone,
     batch_size: int = 256,
     normalize: bool = False,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     progress: bool = False,
 ) -> np.ndarray:
     """Embed ``dataset`` in memory (no files): an (N, dim) float32 array."""
@@ -265,25 +265,65 @@ class _Preprocessed(torch.utils.data.Dataset):
         return self.backbone.preprocess(self.dataset.load(self.start + i))
 
 
-def _batches(dataset: Dataset, backbone: Backbone, start: int, batch_size: int, num_workers: int) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield ``(first row, (B, dim) float32 CPU features)`` for rows ``start..N-1`` in order."""
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def auto_workers(n: int, batch_size: int, backbone: Backbone) -> int:
+    """DataLoader workers for decoding and resizing: ``min(cpus - 1, 8)`` for image models on
+    more than one batch, else 0 (raw pixels and texts cost less to prepare than to fork for)."""
+    if backbone.module() is None or backbone.modality != "image" or n <= batch_size:
+        return 0
+    return max(0, min(available_cpus() - 1, 8))
+
+
+def _channels_last(backbone: Backbone) -> bool:
+    """Convolutional image models run channels-last (NHWC) on CPU and CUDA: measured about
+    10 % faster for EfficientNet-Lite on 2 CPU cores (benchmarks/extract.py); text models never."""
+    module = backbone.module()
+    if module is None or backbone.modality != "image":
+        return False
+    return any(isinstance(m, torch.nn.Conv2d) for m in module.modules())
+
+
+def _batches(dataset: Dataset, backbone: Backbone, start: int, batch_size: int,
+             num_workers: int | None) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(first row, (B, dim) float32 CPU features)`` for rows ``start..N-1`` in order.
+
+    Items are loaded and preprocessed in DataLoader workers (``num_workers``; ``None``:
+    :func:`auto_workers`), the forward pass runs batched under ``torch.inference_mode``,
+    channels-last for convolutional image models.
+    """
     n = len(dataset)
-    if num_workers == 0:
-        for row in range(start, n, batch_size):
-            yield row, backbone.embed([dataset.load(i) for i in range(row, min(row + batch_size, n))])
-        return
+    if num_workers is None:
+        num_workers = auto_workers(n - start, batch_size, backbone)
+    module = backbone.module()
+    fast = _channels_last(backbone)
+    if fast:
+        module.to(memory_format=torch.channels_last)
     loader = torch.utils.data.DataLoader(
         _Preprocessed(dataset, backbone, start), batch_size=batch_size, shuffle=False,
-        num_workers=num_workers, collate_fn=backbone.collate,
+        num_workers=num_workers, collate_fn=backbone.collate, persistent_workers=False,
+        prefetch_factor=4 if num_workers else None,
     )
     row = start
-    with torch.no_grad():
+    try:
         for batch in loader:
             if isinstance(batch, torch.Tensor):
-                batch = batch.to(backbone.device)
-            feats = backbone.forward_batch(batch).float().cpu()
+                batch = batch.to(backbone.device, non_blocking=True)
+                if fast and batch.ndim == 4:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():  # not around the yield: the caller's code runs outside it
+                feats = backbone.forward_batch(batch).float().cpu()
             yield row, feats
             row += len(feats)
+    finally:
+        if fast:
+            module.to(memory_format=torch.contiguous_format)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -1,8 +1,20 @@
 """Estimate the number of clusters K from embeddings, without labels.
 
-Candidates are ``K = k_min .. k_max`` (``k_max`` defaults to ``min(50, N // 10)``).
+Candidates are ``K = k_min .. k_max``; ``k_max`` defaults to
+``min(N // 10, max(50, 2 sqrt(N)), 1000)`` (200 at N = 10,000, 632 at 100,000). A range
+of more than ``FULL_GRID`` (60) values is searched coarse to fine: first ``COARSE_POINTS``
+(20) geometrically spaced K (ends included), then every K (at most ``FINE_POINTS``, 30,
+evenly thinned, then every K within one thinning step of the new picks) between the
+coarse neighbours of each coarse pick; ``candidates`` and
+``scores`` are then the union, sorted, so the curve is dense where the pick is. Per-K
+work (k-means, the spectrum) is computed once and reused between the two passes. A pick
+on the edge of the range (``k_min`` above 2, or ``k_max``) is warned about
+(``UserWarning``, and ``details["edge"]``): the true K may lie beyond it.
+
 Every criterion works on L2-normalised embeddings (cosine geometry) and on a random
-subsample drawn with ``seed`` (sizes in ``SUBSAMPLE``), so it runs in seconds on any N:
+subsample drawn with ``seed`` of ``max(SUBSAMPLE[name], PER_CLUSTER * k_max)`` rows
+(at most ``SUBSAMPLE_CAP``, 8,000; ``PER_CLUSTER`` = 10), so each candidate cluster has
+a few members to judge it by and the cost does not grow with N:
 
 - ``"eigengap"``: graph of the ``n_neighbors`` nearest neighbours (cosine), union-
   symmetrised, weighted with self-tuning local scaling (Zelnik-Manor & Perona 2004)
@@ -50,8 +62,15 @@ from .errors import NolabelError
 from .methods.base import validate_embeddings, validate_neighbors
 
 METHODS = ("auto", "eigengap", "silhouette", "stability")
-#: the most samples each criterion looks at (a seeded random subsample beyond)
+#: the most samples each criterion looks at (a seeded random subsample beyond), raised to
+#: PER_CLUSTER * k_max up to SUBSAMPLE_CAP
 SUBSAMPLE = {"eigengap": 5000, "silhouette": 3000, "stability": 2000}
+PER_CLUSTER = 10
+SUBSAMPLE_CAP = 8000
+DEFAULT_K_MAX_CAP = 1000
+FULL_GRID = 60
+COARSE_POINTS = 20
+FINE_POINTS = 30
 STABILITY_ROUNDS = 4
 KMEANS_PCA_DIM = 64  # k-means runs on at most this many principal components
 _DENSE_EIGH_UP_TO = 1500  # below this many samples a dense eigendecomposition is used
@@ -94,16 +113,62 @@ def estimate_k(
         raise NolabelError(f"n_neighbors must be an integer >= 2, got {n_neighbors!r}")
     if neighbors is not None:
         neighbors = validate_neighbors(neighbors, n)
-    candidates = list(range(k_min, k_max + 1))
+    memo: dict = {}
+    full = list(range(k_min, k_max + 1))
+    if len(full) <= FULL_GRID:
+        est = _estimate(x, method, full, n_neighbors, seed, neighbors, memo)
+    else:
+        t0 = time.perf_counter()
+        coarse = _geometric(k_min, k_max, COARSE_POINTS)
+        first = _estimate(x, method, coarse, n_neighbors, seed, neighbors, memo)
+        picks = {first.k} | set(first.details.get("picks", {}).values())
+        fine: set[int] = set()
+        steps = []
+        for pick in picks:
+            i = coarse.index(pick)
+            lo, hi = coarse[max(i - 1, 0)], coarse[min(i + 1, len(coarse) - 1)]
+            window = list(range(lo, hi + 1))
+            step = max(1, -(-len(window) // FINE_POINTS))
+            steps.append(step)
+            fine |= set(window[::step]) | {pick}
+        est = _estimate(x, method, sorted(set(coarse) | fine), n_neighbors, seed, neighbors, memo)
+        if max(steps) > 1:  # a thinned window: every K within one step of the new picks
+            for pick in {est.k} | set(est.details.get("picks", {}).values()):
+                fine |= set(range(max(k_min, pick - max(steps) + 1), min(k_max, pick + max(steps) - 1) + 1))
+            est = _estimate(x, method, sorted(set(coarse) | fine), n_neighbors, seed, neighbors, memo)
+        est.details["search"] = {"coarse": coarse, "fine": sorted(fine - set(coarse))}
+        est.details["seconds"] = time.perf_counter() - t0
+    if est.k == k_max or (est.k == k_min and k_min > 2):
+        side = "largest" if est.k == k_max else "smallest"
+        bound = "k_max" if est.k == k_max else "k_min"
+        message = (f"the estimated number of clusters {est.k} is the {side} candidate ({bound}={est.k}): "
+                   f"the data may have {'more' if est.k == k_max else 'fewer'} clusters; widen the range (--k-max)")
+        est.details["edge"] = message
+        warnings.warn(message, UserWarning, stacklevel=2)
+    return est
+
+
+def default_k_max(n: int) -> int:
+    """``min(N // 10, max(50, round(2 sqrt(N))), DEFAULT_K_MAX_CAP)``."""
+    return int(min(n // 10, max(50, round(2 * np.sqrt(n))), DEFAULT_K_MAX_CAP))
+
+
+def _geometric(k_min: int, k_max: int, points: int) -> list[int]:
+    """About ``points`` distinct integers spaced geometrically from k_min to k_max (both kept)."""
+    return sorted({int(round(v)) for v in np.geomspace(k_min, k_max, points)} | {k_min, k_max})
+
+
+def _estimate(x: np.ndarray, method: str, candidates: list[int], n_neighbors: int, seed: int,
+              neighbors: np.ndarray | None, memo: dict) -> KEstimate:
     if method == "auto":
-        return _auto(x, candidates, n_neighbors, seed, neighbors)
+        return _auto(x, candidates, n_neighbors, seed, neighbors, memo)
     t0 = time.perf_counter()
     if method == "eigengap":
-        scores, k, details = eigengap_scores(x, candidates, n_neighbors, seed, neighbors)
+        scores, k, details = eigengap_scores(x, candidates, n_neighbors, seed, neighbors, memo)
     elif method == "silhouette":
-        scores, k, details = silhouette_scores(x, candidates, seed)
+        scores, k, details = silhouette_scores(x, candidates, seed, memo)
     else:
-        scores, k, details = stability_scores(x, candidates, seed)
+        scores, k, details = stability_scores(x, candidates, seed, memo)
     details["seconds"] = time.perf_counter() - t0
     return KEstimate(k=k, method=method, candidates=candidates, scores=scores, details=details)
 
@@ -112,7 +177,7 @@ def _k_range(n: int, k_min: int, k_max: int | None) -> tuple[int, int]:
     if n < 20:
         raise NolabelError(f"cannot estimate the number of clusters from {n} samples: it needs at least 20")
     if k_max is None:
-        k_max = min(50, n // 10)
+        k_max = default_k_max(n)
     if not isinstance(k_min, (int, np.integer)) or not isinstance(k_max, (int, np.integer)):
         raise NolabelError(f"the K range must be integers, got k_min={k_min!r}, k_max={k_max!r}")
     if k_min < 2:
@@ -128,11 +193,12 @@ def _best(candidates: list[int], scores: list[float]) -> int:
     return int(candidates[int(np.argmax(scores))])
 
 
-def _auto(x: np.ndarray, candidates: list[int], n_neighbors: int, seed: int, neighbors: np.ndarray | None) -> KEstimate:
+def _auto(x: np.ndarray, candidates: list[int], n_neighbors: int, seed: int, neighbors: np.ndarray | None,
+          memo: dict | None = None) -> KEstimate:
     t0 = time.perf_counter()
     curves = {
-        "eigengap": eigengap_scores(x, candidates, n_neighbors, seed, neighbors),
-        "silhouette": silhouette_scores(x, candidates, seed),
+        "eigengap": eigengap_scores(x, candidates, n_neighbors, seed, neighbors, memo),
+        "silhouette": silhouette_scores(x, candidates, seed, memo),
     }
     picks = {name: pick for name, (_, pick, _) in curves.items()}
     combined = np.mean([_minmax(scores) for scores, _, _ in curves.values()], axis=0)
@@ -153,8 +219,10 @@ def _minmax(scores: list[float]) -> np.ndarray:
     return (s - s.min()) / span if span > 0 else np.zeros_like(s)
 
 
-def _subsample(x: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Rows of ``x`` (L2-normalised, float32) and their indices, or None when all are kept."""
+def _subsample(x: np.ndarray, size: int, seed: int, k_max: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows of ``x`` (L2-normalised, float32) and their indices, or None when all are kept;
+    ``size`` is raised to ``PER_CLUSTER * k_max`` (at most ``SUBSAMPLE_CAP``)."""
+    size = max(size, min(PER_CLUSTER * k_max, SUBSAMPLE_CAP))
     idx = None
     if len(x) > size:
         idx = np.sort(np.random.default_rng(seed).choice(len(x), size, replace=False))
@@ -169,20 +237,24 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 # ---- eigengap ------------------------------------------------------------------------
 def eigengap_scores(
-    x: np.ndarray, candidates: list[int], n_neighbors: int, seed: int, neighbors: np.ndarray | None = None
+    x: np.ndarray, candidates: list[int], n_neighbors: int, seed: int, neighbors: np.ndarray | None = None,
+    memo: dict | None = None,
 ) -> tuple[list[float], int, dict[str, Any]]:
     """Relative eigengap ``(l_{K+1} - l_K) / l_{K+1}`` of the normalised Laplacian per K."""
-    z, idx = _subsample(x, SUBSAMPLE["eigengap"], seed)
-    n = len(z)
-    k_nn = min(n_neighbors, n - 1)
-    if idx is None and neighbors is not None:
-        nn = _drop_self(neighbors, k_nn)
-        sims = np.einsum("nd,nkd->nk", z, z[nn])
-    else:
-        nn, sims = _cosine_knn(z, k_nn)
-    w = _self_tuning_affinity(nn, sims)
+    memo = {} if memo is None else memo
     n_eig = max(candidates) + 1
-    lam, n_components = _laplacian_spectrum(w, n_eig, seed)
+    if memo.get("spectrum", (0,))[0] < n_eig:
+        z, idx = _subsample(x, SUBSAMPLE["eigengap"], seed, max(candidates))
+        n = len(z)
+        k_nn = min(n_neighbors, n - 1)
+        if idx is None and neighbors is not None:
+            nn = _drop_self(neighbors, k_nn)
+            sims = np.einsum("nd,nkd->nk", z, z[nn])
+        else:
+            nn, sims = _cosine_knn(z, k_nn)
+        w = _self_tuning_affinity(nn, sims)
+        memo["spectrum"] = (n_eig, n, k_nn, *_laplacian_spectrum(w, n_eig, seed))
+    _, n, k_nn, lam, n_components = memo["spectrum"]
     scores = []
     for k in candidates:
         nxt, cur = lam[k], lam[k - 1]
@@ -288,23 +360,28 @@ def _kmeans(z: np.ndarray, k: int, seed: int, n_init: int) -> KMeans:
         return KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(z)
 
 
-def silhouette_scores(x: np.ndarray, candidates: list[int], seed: int) -> tuple[list[float], int, dict[str, Any]]:
+def silhouette_scores(x: np.ndarray, candidates: list[int], seed: int, memo: dict | None = None) -> tuple[list[float], int, dict[str, Any]]:
     """Mean cosine silhouette of k-means with K clusters, per K, and the 1-SE pick."""
-    z, _ = _subsample(x, SUBSAMPLE["silhouette"], seed)
-    dist = np.clip(1.0 - z @ z.T, 0.0, 2.0)
-    np.fill_diagonal(dist, 0.0)
-    p = _kmeans_space(z, seed)
-    scores, errors = [], []
+    memo = {} if memo is None else memo
+    if "silhouette_space" not in memo:
+        z, _ = _subsample(x, SUBSAMPLE["silhouette"], seed, max(candidates))
+        dist = np.clip(1.0 - z @ z.T, 0.0, 2.0)
+        np.fill_diagonal(dist, 0.0)
+        memo["silhouette_space"] = (len(z), dist, _kmeans_space(z, seed))
+    n, dist, p = memo["silhouette_space"]
+    per_k = memo.setdefault("silhouette", {})
     for k in candidates:
-        labels = _kmeans(p, k, seed, n_init=3).labels_
-        # identical points can leave k-means with one cluster: no separation at all
-        s = silhouette_samples(dist, labels, metric="precomputed") if len(np.unique(labels)) > 1 else np.full(len(z), -1.0)
-        scores.append(float(s.mean()))
-        errors.append(float(s.std() / np.sqrt(len(s))))
+        if k not in per_k:
+            labels = _kmeans(p, k, seed, n_init=3).labels_
+            # identical points can leave k-means with one cluster: no separation at all
+            s = silhouette_samples(dist, labels, metric="precomputed") if len(np.unique(labels)) > 1 else np.full(n, -1.0)
+            per_k[k] = (float(s.mean()), float(s.std() / np.sqrt(len(s))))
+    scores = [per_k[k][0] for k in candidates]
+    errors = [per_k[k][1] for k in candidates]
     best = int(np.argmax(scores))
     pick = next(k for k, s in zip(candidates, scores) if s >= scores[best] - errors[best])
     details = {
-        "n_samples": len(z),
+        "n_samples": n,
         "standard_errors": errors,
         "rule": "smallest K within one standard error of the best mean silhouette",
         "clusterer": f"k-means (n_init=3) on unit vectors, PCA to {KMEANS_PCA_DIM} dims",
@@ -313,21 +390,26 @@ def silhouette_scores(x: np.ndarray, candidates: list[int], seed: int) -> tuple[
     return scores, pick, details
 
 
-def stability_scores(x: np.ndarray, candidates: list[int], seed: int) -> tuple[list[float], int, dict[str, Any]]:
+def stability_scores(x: np.ndarray, candidates: list[int], seed: int, memo: dict | None = None) -> tuple[list[float], int, dict[str, Any]]:
     """Mean ARI between k-means fitted on two random halves, both labelling the subsample."""
-    z, _ = _subsample(x, SUBSAMPLE["stability"], seed)
-    p = _kmeans_space(z, seed)
+    memo = {} if memo is None else memo
+    if "stability_space" not in memo:
+        z, _ = _subsample(x, SUBSAMPLE["stability"], seed, max(candidates))
+        memo["stability_space"] = _kmeans_space(z, seed)
+    p = memo["stability_space"]
     rng = np.random.default_rng(seed)
     splits = [rng.permutation(len(p)) for _ in range(STABILITY_ROUNDS)]
     half = len(p) // 2
-    scores = []
+    per_k = memo.setdefault("stability", {})
     for k in candidates:
-        aris = []
-        for r, perm in enumerate(splits):
-            a = _kmeans(p[perm[:half]], k, seed + 2 * r, n_init=1).predict(p)
-            b = _kmeans(p[perm[half : 2 * half]], k, seed + 2 * r + 1, n_init=1).predict(p)
-            aris.append(adjusted_rand_score(a, b))
-        scores.append(float(np.mean(aris)))
+        if k not in per_k:
+            aris = []
+            for r, perm in enumerate(splits):
+                a = _kmeans(p[perm[:half]], k, seed + 2 * r, n_init=1).predict(p)
+                b = _kmeans(p[perm[half : 2 * half]], k, seed + 2 * r + 1, n_init=1).predict(p)
+                aris.append(adjusted_rand_score(a, b))
+            per_k[k] = float(np.mean(aris))
+    scores = [per_k[k] for k in candidates]
     details = {
         "n_samples": len(p),
         "rounds": STABILITY_ROUNDS,

@@ -4,14 +4,20 @@ Backends:
 
 - ``"torch"``: exact. Blocks of query rows against all rows, ``topk`` per block, so
   memory is O(N*k + block*N), never N x N. Runs on ``device`` (CUDA when present).
-- ``"faiss"``: exact, ``IndexFlatIP`` on the normalised rows (CPU).
+- ``"faiss"``: exact, ``IndexFlatIP`` on the normalised rows (CPU; all GPUs when
+  ``faiss.get_num_gpus() > 0``).
 - ``"faiss-ivf"``: approximate, ``IndexIVFFlat`` with ``nlist ~ 4 sqrt(N)`` lists
   trained on a sample and ``nprobe`` lists searched per query; rows for which the
-  probed lists hold fewer than k other rows are redone exactly with the torch backend.
-- ``"auto"``: ``"torch"`` on a CUDA device, otherwise ``"faiss"`` when it is installed,
-  otherwise ``"torch"``. Always exact.
+  probed lists hold fewer than k other rows are redone exactly. Its recall@k against
+  exact search is measured on ``RECALL_SAMPLE`` (1,000) seeded rows and returned in
+  :attr:`Neighbors.recall`.
+- ``"auto"``: ``"torch"`` when ``device`` is a CUDA device; otherwise, with faiss
+  installed, ``"faiss"`` up to ``IVF_ABOVE`` (100,000) rows and ``"faiss-ivf"`` beyond;
+  ``"torch"`` without faiss.
 
-Each row of the result is ordered by decreasing similarity, ties by increasing index.
+The faiss backends read the rows in chunks (normalising each chunk), so besides the
+index's own float32 copy of the data they hold O(N*k) results, and they never import
+torch. Each row of the result is ordered by decreasing similarity, ties by increasing index.
 """
 from __future__ import annotations
 
@@ -21,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from .errors import NolabelError
 from .io import save_npz
@@ -29,14 +34,24 @@ from .io import save_npz
 BACKENDS = ("auto", "torch", "faiss", "faiss-ivf")
 #: the torch backend shrinks its row blocks so one (block, N) similarity matrix stays below this
 BLOCK_BYTES = 256 << 20
+#: "auto" switches from exact to IVF search above this many rows
+IVF_ABOVE = 100_000
+#: rows on which an approximate search's recall is measured against exact search
+RECALL_SAMPLE = 1000
+_CHUNK_BYTES = 64 << 20  # rows are read and normalised in chunks of about this size
 
 
 @dataclass
 class Neighbors:
-    """``indices[i]``: the k rows most cosine-similar to row i (not i); ``similarities[i]``: their cosines."""
+    """``indices[i]``: the k rows most cosine-similar to row i (not i); ``similarities[i]``: their cosines.
+
+    ``backend`` is the search that produced them; ``recall`` the mean fraction of the exact
+    k neighbours found, measured on a sample (1.0 for exact backends, None when loaded)."""
 
     indices: np.ndarray
     similarities: np.ndarray
+    backend: str | None = None
+    recall: float | None = None
 
     @property
     def k(self) -> int:
@@ -64,7 +79,7 @@ def knn(
     k: int,
     backend: str = "auto",
     chunk_size: int = 4096,
-    device: str | torch.device | None = None,
+    device: Any = None,
     nprobe: int | None = None,
     nlist: int | None = None,
     seed: int = 0,
@@ -74,11 +89,11 @@ def knn(
     ``chunk_size`` caps the query rows per block (torch backend, also capped so a block
     of similarities stays under 256 MiB). ``nlist``/``nprobe`` tune ``"faiss-ivf"``
     (defaults ``round(4 sqrt(N))``, at most N/39 so each list trains on >= 39 points,
-    and ``max(1, nlist // 8)``); ``seed`` picks its training sample.
+    and ``max(1, nlist // 8)``); ``seed`` picks its training and recall samples.
     """
     if backend not in BACKENDS:
         raise NolabelError(f"unknown k-NN backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    x = normalize_rows(embeddings)
+    x = check_rows(embeddings)
     n = len(x)
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise NolabelError(f"k must be a positive integer, got {k!r}")
@@ -86,19 +101,53 @@ def knn(
         raise NolabelError(f"cannot find {k} neighbours among {n} samples (self excluded): use k <= {n - 1}")
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise NolabelError(f"chunk size must be a positive integer, got {chunk_size!r}")
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if backend == "auto":
-        backend = "torch" if dev.type == "cuda" or not _has_faiss() else "faiss"
+        if device is not None and str(device).startswith("cuda"):
+            backend = "torch"
+        elif _has_faiss():
+            backend = "faiss-ivf" if n > IVF_ABOVE else "faiss"
+        else:
+            backend = "torch"
+    recall = 1.0
     if backend == "torch":
-        indices, sims = _torch_knn(x, np.arange(n), k, chunk_size, dev)
+        import torch
+
+        dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        indices, sims = _torch_knn(normalize_rows(x), np.arange(n), k, chunk_size, dev)
     elif backend == "faiss":
-        indices, sims = _faiss_knn(x, k, _faiss().IndexFlatIP(x.shape[1]))
+        faiss = _faiss()
+        index = _on_gpus(faiss, faiss.IndexFlatIP(x.shape[1]))
+        indices, sims = _faiss_knn(x, k, index)
     else:
         indices, sims = _faiss_ivf_knn(x, k, nlist, nprobe, seed)
         missing = np.flatnonzero((indices < 0).any(axis=1))
         if len(missing):
-            indices[missing], sims[missing] = _torch_knn(x, missing, k, chunk_size, dev)
-    return Neighbors(*_canonical_order(indices, sims))
+            indices[missing], sims[missing] = _exact_rows(x, missing, k)
+        recall = _sample_recall(x, indices, k, seed)
+    indices, sims = _canonical_order(indices, sims)
+    return Neighbors(indices, sims, backend=backend, recall=recall)
+
+
+def check_rows(embeddings: Any) -> np.ndarray:
+    """``embeddings`` as a 2-D array (a memory map stays one), checked in chunks:
+    finite, no all-zero row."""
+    x = embeddings if isinstance(embeddings, np.ndarray) else np.asarray(embeddings)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise NolabelError(f"embeddings must be a non-empty 2-D array (N, d), got shape {x.shape}")
+    step = _chunk_rows(x.shape[1])
+    for start in range(0, len(x), step):
+        norms = np.linalg.norm(np.asarray(x[start:start + step], dtype=np.float32), axis=1)
+        bad = ~np.isfinite(norms)
+        if bad.any():
+            total = sum(int((~np.isfinite(np.linalg.norm(np.asarray(x[s:s + step], dtype=np.float32), axis=1))).sum())
+                        for s in range(0, len(x), step))
+            raise NolabelError(f"embeddings hold NaN or inf in {total} rows (first: {start + int(np.flatnonzero(bad)[0])}); re-extract the features")
+        zero = norms == 0
+        if zero.any():
+            total = sum(int((np.linalg.norm(np.asarray(x[s:s + step], dtype=np.float32), axis=1) == 0).sum())
+                        for s in range(0, len(x), step))
+            raise NolabelError(f"{total} embeddings are all zeros (first: row {start + int(np.flatnonzero(zero)[0])}); cosine similarity is undefined for them")
+    return x
 
 
 def normalize_rows(embeddings: Any) -> np.ndarray:
@@ -140,8 +189,10 @@ def _check_purity_inputs(indices: np.ndarray, labels: np.ndarray) -> tuple[np.nd
     return indices, labels
 
 
-def _torch_knn(x: np.ndarray, rows: np.ndarray, k: int, chunk_size: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k (self masked to -inf) for query ``rows`` against all rows of ``x``."""
+def _torch_knn(x: np.ndarray, rows: np.ndarray, k: int, chunk_size: int, device: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k (self masked to -inf) for query ``rows`` against all rows of unit ``x``."""
+    import torch
+
     n = len(x)
     base = torch.from_numpy(x).to(device)
     block = max(1, min(chunk_size, BLOCK_BYTES // (4 * n)))
@@ -160,15 +211,56 @@ def _torch_knn(x: np.ndarray, rows: np.ndarray, k: int, chunk_size: int, device:
     return indices, sims
 
 
+def _chunk_rows(d: int) -> int:
+    return max(64, _CHUNK_BYTES // (4 * d))
+
+
+def _unit_chunks(x: np.ndarray):
+    """``(start, unit float32 rows)`` over ``x`` in chunks."""
+    step = _chunk_rows(x.shape[1])
+    for start in range(0, len(x), step):
+        rows = np.asarray(x[start:start + step], dtype=np.float32)
+        yield start, np.ascontiguousarray(rows / np.linalg.norm(rows, axis=1, keepdims=True))
+
+
+def _unit_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    q = np.asarray(x[np.sort(rows)] if isinstance(x, np.memmap) else x[rows], dtype=np.float32)
+    if isinstance(x, np.memmap):  # fancy indexing a memory map wants sorted rows: restore the order
+        q = q[np.argsort(np.argsort(rows))]
+    return np.ascontiguousarray(q / np.linalg.norm(q, axis=1, keepdims=True))
+
+
+def _exact_rows(x: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k (self excluded) of query ``rows`` against all rows, scanning ``x`` in chunks
+    and keeping a running (len(rows), k) best list."""
+    q = _unit_rows(x, rows)
+    best_s = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    best_i = np.full((len(rows), k), -1, dtype=np.int64)
+    for start, base in _unit_chunks(x):
+        s = q @ base.T
+        own = (rows >= start) & (rows < start + len(base))
+        s[np.flatnonzero(own), rows[own] - start] = -np.inf
+        cand_s = np.concatenate([best_s, s], axis=1)
+        cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(start, start + len(base)), s.shape)], axis=1)
+        top = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
+        best_s = np.take_along_axis(cand_s, top, axis=1)
+        best_i = np.take_along_axis(cand_i, top, axis=1)
+    return best_i, best_s
+
+
 def _faiss_knn(x: np.ndarray, k: int, index: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Search k+1 hits with ``index`` (already trained) and drop each query's own index."""
-    if index.ntotal == 0:
-        index.add(x)
-    sims, indices = index.search(x, k + 1)
-    keep = indices != np.arange(len(x))[:, None]
-    no_self = keep.all(axis=1)
-    keep[no_self, -1] = False
-    return indices[keep].reshape(len(x), k).astype(np.int64), sims[keep].reshape(len(x), k).astype(np.float32)
+    """Add ``x``'s unit rows to ``index`` (trained), search k+1 hits per row in chunks, drop each row's own index."""
+    for _, rows in _unit_chunks(x):
+        index.add(rows)
+    indices = np.empty((len(x), k), dtype=np.int64)
+    sims = np.empty((len(x), k), dtype=np.float32)
+    for start, rows in _unit_chunks(x):
+        s, i = index.search(rows, k + 1)
+        keep = i != np.arange(start, start + len(rows))[:, None]
+        keep[keep.all(axis=1), -1] = False
+        indices[start:start + len(rows)] = i[keep].reshape(len(rows), k)
+        sims[start:start + len(rows)] = s[keep].reshape(len(rows), k)
+    return indices, sims
 
 
 def _faiss_ivf_knn(x: np.ndarray, k: int, nlist: int | None, nprobe: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -182,12 +274,26 @@ def _faiss_ivf_knn(x: np.ndarray, k: int, nlist: int | None, nprobe: int | None,
         raise NolabelError(f"nprobe must be a positive integer, got {nprobe}")
     quantizer = faiss.IndexFlatIP(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    sample = np.random.default_rng(seed).choice(n, size=min(n, 64 * nlist), replace=False)
+    sample = np.sort(np.random.default_rng(seed).choice(n, size=min(n, 64 * nlist), replace=False))
     index.cp.seed = seed
-    index.train(x[np.sort(sample)])
-    index.add(x)
+    index.train(_unit_rows(x, sample))
     index.nprobe = min(nprobe, nlist)
-    return _faiss_knn(x, k, index)
+    return _faiss_knn(x, k, _on_gpus(faiss, index))
+
+
+def _sample_recall(x: np.ndarray, indices: np.ndarray, k: int, seed: int) -> float:
+    """Mean fraction of the exact k neighbours present in ``indices``, over a seeded row sample."""
+    rows = np.sort(np.random.default_rng(seed + 1).choice(len(x), size=min(len(x), RECALL_SAMPLE), replace=False))
+    exact, _ = _exact_rows(x, rows, k)
+    found = [len(np.intersect1d(a, e)) for a, e in zip(indices[rows], exact)]
+    return float(np.sum(found) / (len(rows) * k))
+
+
+def _on_gpus(faiss: Any, index: Any) -> Any:
+    """``index`` on all GPUs when this faiss build has any, else unchanged."""
+    if getattr(faiss, "get_num_gpus", lambda: 0)() > 0:
+        return faiss.index_cpu_to_all_gpus(index)
+    return index
 
 
 def _canonical_order(indices: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

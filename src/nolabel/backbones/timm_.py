@@ -3,10 +3,14 @@
 Features are timm's pooled pre-logits (``model(x)`` with ``num_classes=0``).
 Preprocessing comes from ``timm.data.resolve_data_config`` / ``create_transform``
 (input size, interpolation, crop_pct, crop_mode, mean, std of the pretrained config).
-``?pretrained=false`` builds the architecture with random weights.
+``?pretrained=false`` builds the architecture with random weights; ``?weights=PATH``
+loads a local state dict (torch file or .safetensors) strictly instead, renamed from the
+``efficientnet_pytorch`` layout when it is in that layout (:mod:`.efficientnet`);
+``?size=S`` sets the input size (resize to S / crop_pct, centre crop S).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import NolabelError
@@ -29,8 +33,9 @@ def _cached_weights(cfg: Any) -> Optional[str]:
     return None
 
 
-def build_timm(spec: str, name: str, pretrained: bool = True, file: Optional[str] = None) -> ImageModelBackbone:
-    """timm model ``name`` without classifier; weights from ``file`` when given, else timm's own."""
+def build_timm(spec: str, name: str, pretrained: bool = True, file: Optional[str] = None,
+               size: Optional[int] = None) -> ImageModelBackbone:
+    """timm model ``name`` without classifier; weights from ``file`` when given (loaded strictly), else timm's own."""
     import timm
     import timm.data
     from huggingface_hub.errors import HfHubHTTPError
@@ -41,9 +46,11 @@ def build_timm(spec: str, name: str, pretrained: bool = True, file: Optional[str
         cfg = timm.models.get_pretrained_cfg(name)
     except RuntimeError as exc:
         raise NolabelError(f"timm: {exc} (see timm.list_pretrained('{name.split('.')[0]}*'))") from None
+    if file is not None:
+        return _with_file(spec, name, file, size)
     places = [hub.hf_cache_dir(), hub.torch_checkpoints_dir()]
-    weights = file
-    if pretrained and file is None:
+    weights = None
+    if pretrained:
         if cfg is None or not (cfg.hf_hub_id or cfg.url):
             raise NolabelError(f"timm model {name} has no pretrained weights; use timm:{name}?pretrained=false")
         weights = _cached_weights(cfg)
@@ -57,12 +64,32 @@ def build_timm(spec: str, name: str, pretrained: bool = True, file: Optional[str
         model = timm.create_model(name, pretrained=pretrained, num_classes=0, pretrained_cfg_overlay=overlay)
     except (OSError, HfHubHTTPError) as exc:
         raise hub.download_error(spec, exc, places, f"local:FILE?arch=timm:{name}") from None
-    except RuntimeError as exc:
-        if file is None:
-            raise
-        first = str(exc).strip().splitlines()[0]
-        raise NolabelError(f"{file} does not fit timm model {name}: {first}") from None
-    data_cfg = timm.data.resolve_data_config({}, model=model)
+    extra = {"weights": str(weights) if weights else ("timm default" if pretrained else None)}
+    return _wrap(spec, model, extra, size)
+
+
+def _with_file(spec: str, name: str, file: str, size: Optional[int]) -> ImageModelBackbone:
+    """The architecture with random weights, then ``file`` loaded strictly (classifier dropped)."""
+    import timm
+
+    from .efficientnet import load_into
+    from .local import file_sha256, read_state_dict
+
+    path = Path(file).expanduser()
+    if not path.is_file():
+        raise NolabelError(f"weights file {file} not found for {spec}")
+    model = timm.create_model(name, pretrained=False)
+    count = load_into(model, read_state_dict(path), str(path))
+    extra = {"weights": str(path), "sha256": file_sha256(path), "tensors_loaded": count}
+    return _wrap(spec, model, extra, size)
+
+
+def _wrap(spec: str, model: Any, extra: dict[str, Any], size: Optional[int]) -> ImageModelBackbone:
+    """The backbone with the transform of the model's pretrained config (input size replaced by ``size``)."""
+    import timm.data
+
+    args = {"input_size": (3, size, size)} if size else {}
+    data_cfg = timm.data.resolve_data_config(args, model=model)
     transform = timm.data.create_transform(**data_cfg, is_training=False)
     dim = getattr(model, "head_hidden_size", None) or model.num_features
     preprocessing = {
@@ -74,13 +101,16 @@ def build_timm(spec: str, name: str, pretrained: bool = True, file: Optional[str
         "std": list(data_cfg["std"]),
         "transform": transform_info(transform),
     }
-    extra = {"weights": str(weights) if weights else ("timm default" if pretrained else None)}
     return ImageModelBackbone(spec, model, transform, dim, preprocessing, extra)
 
 
-@adapter("timm", "timm:<model>[?pretrained=false]", ("image",), ("pretrained",))
+@adapter("timm", "timm:<model>[?pretrained=false|weights=PATH][&size=<px>]", ("image",), ("pretrained", "weights", "size"))
 def _build(spec: Spec, modality: Optional[str]) -> ImageModelBackbone:
     """timm model without its classifier, e.g. timm:vit_small_patch16_224.dino (see timm.list_models())."""
     if not spec.body:
         raise NolabelError("timm spec needs a model name, e.g. timm:vit_small_patch16_224.dino")
-    return build_timm(spec.text, spec.body, pretrained=spec.option_bool("pretrained", True))
+    from .efficientnet import _size
+
+    weights = spec.options.get("weights")
+    return build_timm(spec.text, spec.body, pretrained=spec.option_bool("pretrained", True), file=weights,
+                      size=_size(spec))

@@ -21,7 +21,7 @@ prediction on the embedding and ``p'`` on an "augmented view":
 The augmented view (``view``) in the frozen regime is either a random one of the first
 ``n_neighbors`` mined neighbours (``"neighbor"``, default; the frozen-feature analogue of
 an augmentation, as in SCAN and TEMI) or the perturbed embedding (``"perturb"``: dropout
-``dropout`` and noise ``noise`` as :func:`~nolabel.nn.head_training.perturb`; no mined
+``dropout`` and noise ``noise`` as :func:`~nolabel.methods.heads_base.perturb`; no mined
 neighbours needed). With ``mixup`` = alpha, a MixUp batch
 ``x~_j = l x_j + (1 - l) x_perm(j)``, ``l ~ Beta(alpha, alpha)`` (paper: 0.3) is added:
 ``BCE(T, p p~^T)`` with ``T_ij = l A_ij + (1 - l) A_i,perm(j)``.
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import NolabelError
-from ..nn.head_training import HeadMethod, make_optimizer, perturb, random_neighbors
+from .heads_base import HeadMethod, make_optimizer, perturb, random_neighbors
 from ..nn.losses import (
     adjacency_cosine,
     adjacency_knn,

@@ -9,7 +9,7 @@ with :func:`~nolabel.nn.losses.size_prior_kl` (the KL between the sorted mean pr
 and the sorted size profile ``r``). ``size_prior="uniform"`` takes ``r = 1/K``, where the
 term is SCAN's ``-H(mean_b p)`` up to the constant ``log K``. ``size_prior="kmeans"``
 (default) takes ``r`` = the sorted, add-one smoothed cluster sizes of k-means on the same
-embeddings (:func:`~nolabel.nn.head_training.kmeans_size_prior`): a label-free answer to
+embeddings (:func:`~nolabel.methods.heads_base.kmeans_size_prior`): a label-free answer to
 uneven class sizes (SCAN's entropy term forces near-equal clusters), which on balanced
 data stays close to uniform. ``prior_`` keeps the profile used. Here ``k_b`` is drawn uniformly, at every step, from the first ``n_neighbors`` mined
 neighbours of ``x_b`` (gradients flow through both). The heads' losses are summed.
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from ..errors import NolabelError
-from ..nn.head_training import HeadMethod, kmeans_size_prior, make_optimizer, random_neighbors
 from ..nn.losses import scan_loss, size_prior_kl
+from .heads_base import HeadMethod, kmeans_size_prior, make_optimizer, random_neighbors
 from . import register
 
 SIZE_PRIORS = ("kmeans", "uniform")

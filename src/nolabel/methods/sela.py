@@ -8,10 +8,11 @@ re-solved: :func:`~nolabel.nn.sinkhorn.sinkhorn_knopp` on the head's log-probabi
 over the whole data (``lam``, ``tol``), hard label = argmax of Q. Marginals: with
 ``marginals="uniform"`` the equal partition (SeLa); with ``"kmeans"`` (default) the
 sorted cluster sizes of k-means on the same embeddings
-(:func:`~nolabel.nn.head_training.kmeans_size_prior`), given to each head's clusters in
+(:func:`~nolabel.methods.heads_base.kmeans_size_prior`), given to each head's clusters in
 the order of their current predicted mass (the largest mass gets the largest marginal):
-non-uniform marginals as later SeLa work uses, for uneven class sizes. Between re-labellings each head is trained by cross-entropy on its labels, with the
-embedding perturbed (:func:`~nolabel.nn.head_training.perturb`: ``dropout``, ``noise``)
+non-uniform marginals as later SeLa work uses, for uneven class sizes. Between
+re-labellings each head is trained by cross-entropy on its labels, with the
+embedding perturbed (:func:`~nolabel.methods.heads_base.perturb`: ``dropout``, ``noise``)
 in place of SeLa's image augmentation. After training the labels are solved once more
 and the head with the lowest cross-entropy to its own final labels (clean embeddings)
 is kept: a label-free choice.
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import NolabelError
-from ..nn.head_training import HeadMethod, kmeans_size_prior, make_optimizer, perturb
+from .heads_base import HeadMethod, kmeans_size_prior, make_optimizer, perturb
 from ..nn.losses import balanced_cross_entropy
 from ..nn.sinkhorn import sinkhorn_knopp
 from . import register

@@ -7,7 +7,7 @@ fine-tunes a head on its own confident predictions. At every step, for a batch `
 - samples with ``max_c p_c > threshold`` (0.99, SCAN) get the pseudo-label
   ``y = argmax_c p_c``; a batch with none makes no update (never an error);
 - the "strong view" is the perturbed embedding
-  (:func:`~nolabel.nn.head_training.perturb`: ``dropout``, ``noise``), the stand-in for
+  (:func:`~nolabel.methods.heads_base.perturb`: ``dropout``, ``noise``), the stand-in for
   SCAN's RandAugment + Cutout in feature space;
 - loss: class-balanced cross-entropy on the strong view,
   ``sum_b w[y_b] CE(head(x'_b), y_b) / sum_b w[y_b]``, ``w_c = B_conf / count_c`` among
@@ -38,7 +38,7 @@ import torch
 
 from ..errors import NolabelError
 from ..nn.ema import EMA
-from ..nn.head_training import HeadMethod, make_optimizer, perturb
+from .heads_base import HeadMethod, make_optimizer, perturb
 from ..nn.losses import balanced_cross_entropy, class_balance_weights
 from . import register
 from .base import ClusterMethod

@@ -49,8 +49,8 @@ import numpy as np
 import torch
 
 from ..nn.ema import EMA, cosine_momentum
-from ..nn.head_training import HeadMethod, random_neighbors, warmup_cosine
 from ..nn.heads import DINOHead
+from .heads_base import HeadMethod, random_neighbors, warmup_cosine
 from ..nn.losses import temi_loss, temi_prior_update
 from . import register
 

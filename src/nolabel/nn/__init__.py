@@ -1,5 +1,5 @@
-"""Shared neural pieces: batched clustering heads, losses, weight EMA, Sinkhorn-Knopp and
-the in-memory training loop for heads on frozen embeddings (``head_training``).
+"""Pure neural building blocks: batched clustering heads, losses, weight EMA, Sinkhorn-Knopp.
+The head-training base of the methods lives in :mod:`nolabel.methods.heads_base`.
 
 Image augmentations live in :mod:`nolabel.nn.augment` (imported on demand).
 """

@@ -41,6 +41,15 @@ Batch composition (LSD-C), on (B, C, H, W) float tensors:
   in the images of its own random permutation, placed in the top-left, top-right,
   bottom-left, bottom-right corners; weights = crop area / (H W).
 - :func:`mix_targets`: ``T[i, j] = sum_c weights[j, c] * A[i, indices[c, j]]``.
+
+Batch augmentation by name (whole-network training), ``uint8`` (B, C, S, S) -> normalised
+float (:func:`make_augment`): ``"strong"`` (SCAN's 4 random ops + Cutout), ``"weak"``
+(padded random crop, flip for colour images), ``"simclr"``, ``"digits"``
+(:class:`DigitAugment`: batched random affine - rotation +-15 deg, translation 10 %,
+scale 0.9-1.1, shear +-10 deg - and a Cutout of side ``size // 4`` with probability
+0.5; no flips, no colour ops: SCAN's solarize / equalize / flips destroy or change
+digits) and ``"none"`` (:class:`Normalizer` only). ``"auto"`` means ``"strong"`` for
+colour images, ``"digits"`` for one-channel images.
 """
 from __future__ import annotations
 
@@ -53,7 +62,10 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from ..errors import NolabelError
+
 POLICIES = ("scan", "randaugment")
+AUGMENTS = ("auto", "strong", "weak", "simclr", "digits", "none")
 CROPS = ("pad", "resized")
 
 
@@ -207,6 +219,71 @@ def strong_augment(size: int, mean: Optional[Sequence[float]] = None, std: Optio
 def augment_batch(transform: Callable[[Any], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
     """``uint8`` (B, C, H, W) -> float (B, C', S, S): ``transform`` drawn afresh for every image."""
     return torch.stack([transform(img) for img in images])
+
+
+class Normalizer:
+    """``uint8`` (B, C, H, W) -> float ``(x / 255 - mean) / std``."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / 255.0 - self.mean) / self.std
+
+
+class DigitAugment:
+    """Batched random affine + Cutout for small grayscale images (see the module doc), then normalise."""
+
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], degrees: float = 15.0,
+                 translate: float = 0.1, scale: tuple[float, float] = (0.9, 1.1), shear: float = 10.0,
+                 cutout_p: float = 0.5):
+        self.size, self.norm = size, Normalizer(mean, std)
+        self.degrees, self.translate, self.scale, self.shear, self.cutout_p = degrees, translate, scale, shear, cutout_p
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        u = torch.rand(b, 6)
+        angle = torch.deg2rad((2 * u[:, 0] - 1) * self.degrees)
+        shear = torch.deg2rad((2 * u[:, 1] - 1) * self.shear)
+        s = self.scale[0] + u[:, 2] * (self.scale[1] - self.scale[0])
+        tx, ty = (2 * u[:, 3] - 1) * 2 * self.translate, (2 * u[:, 4] - 1) * 2 * self.translate
+        # inverse map output -> input coordinates (grid_sample samples the input)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        theta = torch.stack([torch.stack([cos / s, (-sin + torch.tan(shear) * cos) / s, tx], 1),
+                             torch.stack([sin / s, (cos + torch.tan(shear) * sin) / s, ty], 1)], 1)
+        grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+        out = torch.nn.functional.grid_sample(x.float() / 255.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = (out - self.norm.mean) / self.norm.std
+        side = max(1, self.size // 4)
+        cut = u[:, 5] < self.cutout_p
+        cy, cx = torch.randint(0, self.size - side + 1, (2, b))
+        rows = torch.arange(self.size)
+        inside_y = (rows[None, :] >= cy[:, None]) & (rows[None, :] < cy[:, None] + side)
+        inside_x = (rows[None, :] >= cx[:, None]) & (rows[None, :] < cx[:, None] + side)
+        mask = (inside_y[:, :, None] & inside_x[:, None, :] & cut[:, None, None])[:, None]
+        return out.masked_fill(mask, 0.0)
+
+
+def make_augment(name: str, size: int, in_chans: int, mean: Sequence[float],
+                 std: Sequence[float]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A callable ``uint8`` (B, C, S, S) -> normalised float batch, random per image (names: module doc)."""
+    if name not in AUGMENTS:
+        raise NolabelError(f"unknown augmentation {name!r}; choose one of {', '.join(AUGMENTS)}")
+    if name == "auto":
+        name = "digits" if in_chans == 1 else "strong"
+    if name == "none":
+        return Normalizer(mean, std)
+    if name == "digits":
+        return DigitAugment(size, mean, std)
+    colour = in_chans == 3
+    if name == "strong":
+        t = strong_augment(size, mean, std, in_chans=in_chans, hflip=colour)
+    elif name == "weak":
+        t = weak_augment(size, mean, std, in_chans=in_chans, hflip=colour)
+    else:
+        t = simclr_augment(size, mean, std, in_chans=in_chans, hflip=colour)
+    return lambda x: augment_batch(t, x)
 
 
 def _beta(a: float, generator: Optional[torch.Generator]) -> float:

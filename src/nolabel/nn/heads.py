@@ -1,9 +1,12 @@
 """Clustering heads: H independent heads evaluated as one batched op.
 
 :class:`MultiHead` holds, for each layer ``l``, stacked weights ``W_l`` of shape
-``(H, in_l, out_l)`` and biases ``b_l`` of shape ``(H, 1, out_l)``. A shared input
-``x (B, in)`` is broadcast (a view, no copy) to ``(H, B, in)``; each layer is one
-``baddbmm`` over all heads.
+``(H, in_l, out_l)`` and biases ``b_l`` of shape ``(H, 1, out_l)``. For a shared input
+``x (B, in)`` the first layer is one matrix product ``x @ [W_0^1 | ... | W_0^H]`` with
+the heads' weights concatenated to ``(in, H * out_0)`` (one large GEMM instead of H thin
+ones on an expanded input); its ``(B, H, out_0)`` result is viewed as ``(H, B, out_0)``
+and each later layer (whose input differs per head) is one ``baddbmm`` over all heads.
+Per-head inputs ``x (H, B, in)`` go through ``baddbmm`` from the first layer.
 There is no Python loop over heads.
 
 - ``n_layers=1`` (``hidden`` ignored): H linear heads (SCAN's frozen ImageNet heads).
@@ -28,6 +31,18 @@ import math
 
 import torch
 from torch import nn
+
+
+def _shared_affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x (B, in)`` through H heads' ``weight (H, in, out)`` (+ ``bias (H, 1, out)``) as one
+    ``(B, in) @ (in, H * out)`` product -> ``(H, B, out)``."""
+    n_heads, d_in, d_out = weight.shape
+    w = weight.permute(1, 0, 2).reshape(d_in, n_heads * d_out)
+    if bias is None:
+        y = x @ w
+    else:
+        y = torch.addmm(bias.reshape(1, n_heads * d_out), x, w)
+    return y.view(len(x), n_heads, d_out).transpose(0, 1)
 
 
 class MultiHead(nn.Module):
@@ -71,16 +86,21 @@ class MultiHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n_affine = len(self.biases)
-        h = x if x.dim() == 3 else x.unsqueeze(0).expand(self.n_heads, -1, -1)
+        h = x
         for layer in range(n_affine):
             if layer:
                 h = nn.functional.gelu(h)
-            h = torch.baddbmm(self.biases[layer], h, self.weights[layer])
+            if h.dim() == 2:  # shared input: all heads in one product
+                h = _shared_affine(h, self.weights[layer], self.biases[layer])
+            else:
+                h = torch.baddbmm(self.biases[layer], h, self.weights[layer])
         if self.cosine:
             if n_affine:
                 h = nn.functional.gelu(h)
-            h = torch.bmm(nn.functional.normalize(h, dim=-1), nn.functional.normalize(self.weights[-1], dim=1))
-        return h * self.scale
+            w = nn.functional.normalize(self.weights[-1], dim=1)
+            h = nn.functional.normalize(h, dim=-1)
+            h = _shared_affine(h, w, None) if h.dim() == 2 else torch.bmm(h, w)
+        return (h * self.scale).contiguous()
 
     @torch.no_grad()
     def select(self, heads: list[int]) -> "MultiHead":

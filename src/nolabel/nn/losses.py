@@ -20,17 +20,19 @@ def entropy(p: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 def scan_loss(
-    p_anchor: torch.Tensor, p_neighbor: torch.Tensor, entropy_weight: float = 5.0
+    p_anchor: torch.Tensor, p_neighbor: torch.Tensor, entropy_weight: float = 5.0,
+    pbar: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SCAN: ``total = -mean_b log <p(x_b), p(k_b)> - w * H(mean_b p(x_b))``.
+    """SCAN: ``total = -mean_b log <p(x_b), p(k_b)> - w * H(pbar)``, ``pbar = mean_b p(x_b)``.
 
     ``p_anchor``, ``p_neighbor``: ``(..., B, K)``. Returns ``(total, consistency, entropy)``
-    each of shape ``(...)`` (one value per head), with ``entropy = H(pbar)`` of the anchors'
-    mean prediction.
+    each of shape ``(...)`` (one value per head), with ``entropy = H(pbar)``. ``pbar``
+    ``(..., K)`` may be given (under DDP: the mean over the global batch, all ranks);
+    by default it is the anchors' mean prediction.
     """
     dot = (p_anchor * p_neighbor).sum(-1)
     consistency = -dot.clamp_min(EPS).log().mean(-1)
-    ent = entropy(p_anchor.mean(-2))
+    ent = entropy(p_anchor.mean(-2) if pbar is None else pbar)
     return consistency - entropy_weight * ent, consistency, ent
 
 
@@ -162,8 +164,29 @@ def adjacency_knn(f: torch.Tensor, k: int = 20) -> torch.Tensor:
     return (a | a.T | eye).to(f.dtype)
 
 
+#: default threshold of each thresholded adjacency (``l2``: squared distance, i.e. cosine > 0.9 on unit vectors)
+ADJACENCY_TAU = {"cosine": 0.9, "l2": 0.2, "sne": 0.01}
+ADJACENCIES = ("knn", "cosine", "l2", "sne")
+
+
+def adjacency(f: torch.Tensor, kind: str = "knn", k: int = 20, tau: float | None = None,
+              temperature: float = 1.0) -> torch.Tensor:
+    """LSD-C's in-batch targets (B, B) of features ``f`` by ``kind`` (the functions above);
+    ``tau`` defaults to :data:`ADJACENCY_TAU` of the kind, ``k`` is used by ``"knn"`` only."""
+    tau = ADJACENCY_TAU.get(kind) if tau is None else tau
+    if kind == "knn":
+        return adjacency_knn(f, k)
+    if kind == "cosine":
+        return adjacency_cosine(f, tau)
+    if kind == "l2":
+        return adjacency_l2(f, tau)
+    if kind == "sne":
+        return adjacency_sne(f, tau, temperature)
+    raise ValueError(f"unknown adjacency {kind!r}; choose one of {', '.join(ADJACENCIES)}")
+
+
 __all__ = [
     "EPS", "entropy", "scan_loss", "size_prior_kl", "temi_loss", "temi_prior_update", "lsdc_pairwise_bce", "consistency_mse",
     "rampup", "balanced_cross_entropy", "class_balance_weights",
-    "adjacency_cosine", "adjacency_l2", "adjacency_sne", "adjacency_knn",
+    "adjacency_cosine", "adjacency_l2", "adjacency_sne", "adjacency_knn", "adjacency", "ADJACENCIES", "ADJACENCY_TAU",
 ]

@@ -3,7 +3,8 @@
 ``train_simclr(dataset, "run/simclr.safetensors", arch="small_cnn", epochs=...)`` writes
 a checkpoint that ``nolabel.backbones.get("local:run/simclr.safetensors")`` loads.
 """
-from .common import ImageSource, PretextTask, image_source
+from ..data.images import ImageSource, image_source
+from .common import PretextTask
 from .losses import nt_xent
 from .rotnet import rotate_batch, train_rotnet
 from .simclr import train_simclr

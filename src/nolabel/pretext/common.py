@@ -1,132 +1,31 @@
-"""What every pretext task shares: decoded images, the training loop, checkpoints and resume.
+"""What every pretext task shares: the task interface, the training run, checkpoints and resume.
 
-Images are decoded once into a ``uint8`` (N, C, S, S) tensor when it fits in
-``max_cache_bytes`` (MNIST, CIFAR and STL-10 do), else decoded batch by batch.
-Decoding matches the ``local:`` backbone's preprocessing exactly (grayscale when one
-channel, shorter side to S, centre crop), so a trained checkpoint embeds the data the
-way it saw it in training, minus the augmentation.
+Images come decoded from :func:`nolabel.data.images.image_source`.
 
-The loop feeds batches by index from that tensor (no DataLoader). After every
-``checkpoint_every`` epochs (and the last) it writes ``<stem>.state.pt`` beside the
-output: backbone, head, optimiser, scheduler, epoch, torch RNG states and the
-settings, atomically; a later call with ``resume=True`` and the same settings goes on
-from there and gives the same weights as an uninterrupted run (same device). The end
+Training runs through :func:`nolabel.train.loop.fit` (batches by index, no DataLoader):
+after every ``checkpoint_every`` epochs (and the last) it writes ``<stem>.state.pt``
+beside the output (model = ``{"backbone", "head"}``, optimiser, scheduler, epoch, RNG
+states, settings as the config); a later call with ``resume=True`` and the same settings
+goes on from there and gives the same weights as an uninterrupted run (same device). The end
 result is ``<stem>.safetensors`` + ``<stem>.json`` (:func:`save_backbone_checkpoint`),
 loadable as ``nolabel.backbones.get("local:<stem>.safetensors")``, and
 ``<stem>.train.json`` with the settings and per-epoch history.
 """
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..backbones.archs import archs
 from ..backbones.local import save_backbone_checkpoint
-from ..data.base import Dataset
+from ..data.images import ImageSource
+from ..device import resolve_device
 from ..errors import NolabelError
-from ..io import atomic_path, write_json
-
-#: images above this many bytes are decoded per batch instead of cached
-DEFAULT_MAX_CACHE_BYTES = 4 << 30
-
-
-def decode_image(item: Any, size: int, in_chans: int) -> torch.Tensor:
-    """A PIL image -> ``uint8`` (in_chans, size, size): grayscale if 1 channel, shorter side to size, centre crop."""
-    from torchvision import transforms as T
-    from torchvision.transforms.functional import pil_to_tensor
-
-    if in_chans == 1:
-        item = T.Grayscale(1)(item)
-    else:
-        item = item.convert("RGB")
-    item = T.CenterCrop(size)(T.Resize(size, interpolation=T.InterpolationMode.BILINEAR, antialias=True)(item))
-    return pil_to_tensor(item)
-
-
-@dataclass
-class ImageSource:
-    """The images of ``dataset`` as ``uint8`` (C, size, size) tensors, cached or decoded on demand."""
-
-    dataset: Dataset
-    size: int
-    in_chans: int
-    cache: Optional[torch.Tensor] = None
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def batch(self, indices: torch.Tensor | np.ndarray | list[int]) -> torch.Tensor:
-        """``uint8`` (b, C, size, size) images at ``indices``."""
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        if self.cache is not None:
-            return self.cache[idx]
-        return torch.stack([decode_image(self.dataset.load(int(i)), self.size, self.in_chans) for i in idx])
-
-    def stats(self, sample: int = 10_000) -> tuple[list[float], list[float]]:
-        """Per-channel mean and std of pixel values / 255 over up to ``sample`` evenly spaced images."""
-        idx = np.unique(np.linspace(0, len(self) - 1, min(sample, len(self))).round().astype(np.int64))
-        pixels = self.batch(idx).to(torch.float64).div_(255.0).transpose(0, 1).reshape(self.in_chans, -1)
-        std = pixels.std(dim=1).clamp_min(1e-3)
-        return pixels.mean(dim=1).tolist(), std.tolist()
-
-
-def _array_layout(source: np.ndarray) -> Optional[tuple[int, int, int]]:
-    """(height, width, channels) of a uint8 image array (N, H, W) or (N, H, W, C), else None."""
-    if source.dtype != np.uint8 or source.ndim not in (3, 4):
-        return None
-    if source.ndim == 3:
-        return source.shape[1], source.shape[2], 1
-    return source.shape[1], source.shape[2], source.shape[3]
-
-
-def image_source(dataset: Dataset, image_size: Optional[int] = None, in_chans: Optional[int] = None,
-                 max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES, progress: bool = False) -> ImageSource:
-    """Decode ``dataset`` for training (see the module doc).
-
-    ``image_size`` defaults to the side of a square image array; ``in_chans`` to 1 for
-    gray data (an (N, H, W) array, or the first 16 images having R = G = B), else 3.
-    """
-    if dataset.modality != "image":
-        raise NolabelError(f"pretext training needs images, {dataset.name} holds {dataset.modality} items")
-    if len(dataset) < 2:
-        raise NolabelError(f"{dataset.name} has {len(dataset)} images; pretext training needs at least 2")
-    layout = _array_layout(dataset.source) if isinstance(dataset.source, np.ndarray) else None
-    if image_size is None:
-        if layout is None or layout[0] != layout[1]:
-            raise NolabelError(f"give image_size for {dataset.name} (its images are not one square array)")
-        image_size = layout[0]
-    if in_chans is None:
-        if layout is not None:
-            in_chans = 1 if layout[2] == 1 else 3
-        else:
-            probe = [np.asarray(dataset.load(i).convert("RGB")) for i in range(min(16, len(dataset)))]
-            gray = all((p[..., 0] == p[..., 1]).all() and (p[..., 1] == p[..., 2]).all() for p in probe)
-            in_chans = 1 if gray else 3
-    if in_chans not in (1, 3):
-        raise NolabelError(f"in_chans must be 1 or 3, got {in_chans}")
-    if image_size < 8:
-        raise NolabelError(f"image_size must be at least 8, got {image_size}")
-    source = ImageSource(dataset, int(image_size), int(in_chans))
-    if len(dataset) * in_chans * image_size * image_size > max_cache_bytes:
-        return source
-    if layout is not None and layout[:2] == (image_size, image_size) and layout[2] == in_chans:
-        array = dataset.source if dataset.source.ndim == 4 else dataset.source[..., None]
-        source.cache = torch.from_numpy(np.array(array.transpose(0, 3, 1, 2), order="C", copy=True))
-        return source
-    from tqdm.auto import tqdm
-
-    cache = torch.empty((len(dataset), in_chans, image_size, image_size), dtype=torch.uint8)
-    for i in tqdm(range(len(dataset)), desc=f"decode {dataset.name}", disable=not progress, leave=False):
-        cache[i] = decode_image(dataset.load(i), image_size, in_chans)
-    source.cache = cache
-    return source
+from ..train.loop import fit, make_optimizer, make_scheduler
 
 
 class PretextTask(ABC):
@@ -155,38 +54,6 @@ def state_path(out_path: Path) -> Path:
 def log_path(out_path: Path) -> Path:
     """``<stem>.train.json``: settings and per-epoch history."""
     return out_path.with_name(out_path.stem + ".train.json")
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _optimizer(name: str, params, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    raise NolabelError(f"unknown optimizer {name!r}; use 'sgd' or 'adam'")
-
-
-def _mismatch(saved: dict[str, Any], wanted: dict[str, Any]) -> Optional[str]:
-    for key in sorted(set(saved) | set(wanted)):
-        if saved.get(key) != wanted.get(key):
-            return f"{key}: {saved.get(key)!r} there, {wanted.get(key)!r} now"
-    return None
 
 
 def fit_pretext(
@@ -233,7 +100,7 @@ def fit_pretext(
                            f"(got {epochs}, {batch_size}, {checkpoint_every})")
     if lr <= 0:
         raise NolabelError(f"learning rate must be > 0, got {lr}")
-    device = torch.device(device or default_device())
+    device = resolve_device(device)
     use_amp = device.type == "cuda" if amp is None else bool(amp)
     kwargs = {**(arch_kwargs or {}), "in_chans": source.in_chans}
     batch = min(batch_size, len(source))
@@ -245,7 +112,6 @@ def fit_pretext(
         "in_chans": source.in_chans, "mean": [float(v) for v in mean], "std": [float(v) for v in std],
         "amp": use_amp, "data": source.dataset.describe(),
     }
-    spath, lpath = state_path(out_path), log_path(out_path)
     devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -253,66 +119,20 @@ def fit_pretext(
             backbone = archs.get(arch)(**kwargs)
         except (TypeError, ValueError) as exc:
             raise NolabelError(f"bad arch_kwargs for {arch}: {exc}") from None
-        head = task.build_head(int(backbone.feature_dim))
-        backbone.to(device)
-        head.to(device)
-        params = list(backbone.parameters()) + list(head.parameters())
-        opt = _optimizer(optimizer, params, lr, weight_decay, momentum)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=lr * 1e-3)
-        start, history = 0, []
-        if resume and spath.is_file():
-            state = torch.load(spath, map_location="cpu", weights_only=True)
-            problem = _mismatch(state["settings"], settings)
-            if problem is not None:
-                raise NolabelError(
-                    f"{spath} was made with other settings ({problem}); pass resume=False to start over "
-                    "or choose another output path"
-                )
-            backbone.load_state_dict(state["backbone"])
-            head.load_state_dict(state["head"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            start, history = int(state["epoch"]), list(state["history"])
-            _set_rng_state(state["rng"], device)
-        if start >= epochs and out_path.is_file():
-            return out_path
-        from tqdm.auto import tqdm
+        model = nn.ModuleDict({"backbone": backbone, "head": task.build_head(int(backbone.feature_dim))}).to(device)
+        opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
+        sched = make_scheduler("cosine", opt, epochs)
 
-        for epoch in range(start, epochs):
-            backbone.train()
-            head.train()
+        def batches(epoch: int) -> list[torch.Tensor]:
             order = torch.randperm(len(source))
-            t0, total, seen = time.perf_counter(), 0.0, 0
-            bar = tqdm(range(steps), desc=f"{task.name} {epoch + 1}/{epochs}", disable=not progress, leave=False)
-            for step in bar:
-                images = source.batch(order[step * batch:(step + 1) * batch])
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss = task.loss(backbone, head, images, device)
-                if not torch.isfinite(loss):
-                    raise NolabelError(f"{task.name} loss is {loss.item()} at epoch {epoch + 1}; lower the learning rate")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.detach().item()
-                seen += images.shape[0]
-                bar.set_postfix(loss=f"{total / (step + 1):.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
-            seconds = time.perf_counter() - t0
-            stats = {"epoch": epoch + 1, "loss": total / steps, "lr": opt.param_groups[0]["lr"],
-                     "seconds": seconds, "images_per_s": seen / seconds}
-            sched.step()
-            history.append(stats)
-            if progress:
-                tqdm.write(f"{task.name} epoch {epoch + 1}/{epochs}: loss {stats['loss']:.4f}, "
-                           f"{stats['images_per_s']:.0f} img/s, {seconds:.1f} s")
-            if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs:
-                state = {"backbone": backbone.state_dict(), "head": head.state_dict(), "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": history,
-                         "rng": _rng_state(device), "settings": settings}
-                with atomic_path(spath, suffix=".pt") as tmp:
-                    torch.save(state, tmp)
-                write_json(lpath, {"settings": settings, "history": history, "state": spath.name})
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, stats)
+            return [order[i * batch:(i + 1) * batch] for i in range(steps)]
+
+        def step(idx: torch.Tensor, epoch: int) -> dict[str, Any]:
+            return {"loss": task.loss(backbone, model["head"], source.batch(idx), device), "n": len(idx)}
+
+        fit(model, step, batches, epochs, opt, sched, out_path.parent, resume, device, amp=use_amp, progress=progress,
+            config=settings, name=task.name, checkpoint_every=checkpoint_every,
+            checkpoint_name=state_path(out_path).name, history_name=log_path(out_path).name, on_epoch_end=on_epoch_end)
     backbone.eval()
     save_backbone_checkpoint(backbone, out_path, arch, kwargs, source.size, source.in_chans, mean, std)
     return out_path

@@ -17,7 +17,8 @@ from torch import nn
 
 from ..data.base import Dataset
 from ..nn.augment import augment_batch, weak_augment
-from .common import DEFAULT_MAX_CACHE_BYTES, PretextTask, fit_pretext, image_source, resolve_lr
+from ..data.images import DEFAULT_MAX_CACHE_BYTES, image_source
+from .common import PretextTask, fit_pretext, resolve_lr
 
 
 def rotate_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from dataclasses import dataclass, field
 from html import escape
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,12 +22,12 @@ from PIL import Image
 
 from ..data.base import Dataset, array_to_pil
 
-#: thumbnails fit in a square of this many pixels (never enlarged)
-THUMB_PX = 64
+#: thumbnails fit in a square of this many pixels (never enlarged; shown in a 96 px box)
+THUMB_PX = 128
 #: texts longer than this are cut (with an ellipsis)
 TEXT_CHARS = 180
-#: ids longer than this are shown cut; the full id stays in the tooltip
-ID_CHARS = 28
+#: ids (relative paths) longer than this are shown with their start cut; the full id stays in the tooltip
+ID_CHARS = 34
 JPEG_QUALITY = 85
 #: confidences equal to this many decimals count as tied
 CONFIDENCE_DECIMALS = 3
@@ -43,6 +45,8 @@ class Member:
     image: str | None = None
     size: tuple[int, int] = (0, 0)
     text: str | None = None
+    #: ``file://`` URI of the original image, when the item is a file on this machine
+    href: str | None = None
 
 
 @dataclass
@@ -80,6 +84,23 @@ def thumbnail_uri(image: Any, px: int = THUMB_PX) -> tuple[str, tuple[int, int]]
 def truncate(text: str, limit: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "\u2026"
+
+
+def tail(text: str, limit: int) -> str:
+    """``text`` with its start cut (an ellipsis first) when longer than ``limit``: a path keeps its file name."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else "\u2026" + text[len(text) - limit + 1:]
+
+
+def file_uri(dataset: Dataset | None, index: int) -> str | None:
+    """``file://`` URI of item ``index`` when the dataset stores it as a path to an existing file."""
+    if dataset is None or isinstance(dataset.source, np.ndarray):
+        return None
+    raw = dataset.source[index]
+    if not isinstance(raw, (str, os.PathLike)):
+        return None
+    path = Path(raw)
+    return path.resolve().as_uri() if path.is_absolute() and path.is_file() else None
 
 
 def short_id(item_id: str) -> str:
@@ -164,19 +185,20 @@ def _member(index: int, confidences: np.ndarray, ids: Sequence[str], dataset: Da
         member.class_name = _class_name(int(labels[index]), class_names)
     if dataset is not None and dataset.modality == "image":
         member.image, member.size = thumbnail_uri(dataset.load(int(index)))
+        member.href = file_uri(dataset, int(index))
     elif dataset is not None and dataset.modality == "text":
         member.text = truncate(dataset.load(int(index)), TEXT_CHARS)
     return member
 
 
 # ---- HTML ------------------------------------------------------------------------------
-def render_gallery(gallery: ClusterGallery) -> str:
-    """The ``<section class="cluster">`` of one cluster (every user string escaped)."""
+def render_gallery(gallery: ClusterGallery, anchor_prefix: str = "") -> str:
+    """The ``<section class="cluster" id="{anchor_prefix}cluster-{id}">`` of one cluster (every user string escaped)."""
     facts = [f"{gallery.size} items", f"mean confidence {gallery.mean_confidence:.2f}"]
     if gallery.majority is not None:
         facts.append(f"majority class <b>{escape(gallery.majority)}</b> (purity {100 * gallery.purity:.1f}%)")
     parts = [
-        f'<section class="cluster" id="cluster-{gallery.cluster}">',
+        f'<section class="cluster" id="{anchor_prefix}cluster-{gallery.cluster}">',
         f'<h3>Cluster {gallery.cluster} <span class="facts">{" &middot; ".join(facts)}</span></h3>',
         '<h4>Prototypes <span class="hint">(most confident)</span></h4>',
         _grid(gallery.prototypes, gallery.majority),
@@ -193,18 +215,21 @@ def _grid(members: list[Member], majority: str | None) -> str:
 
 
 def _card(member: Member, majority: str | None) -> str:
+    """One item: thumbnail (a link to the original file when there is one; the page's script
+    shows it large on click), caption with the relative path, confidence and class."""
     off = majority is not None and member.class_name != majority
     classes = "item off" if off else "item"
     tooltip = f"{member.item_id} | confidence {member.confidence:.3f}"
     if member.class_name is not None:
         tooltip += f" | class {member.class_name}"
-    caption = f'<span class="id">{escape(truncate(short_id(member.item_id), ID_CHARS))}</span><span class="conf">{member.confidence:.2f}</span>'
+    caption = f'<span class="id">{escape(tail(member.item_id, ID_CHARS))}</span><span class="conf">{member.confidence:.2f}</span>'
     if member.class_name is not None:
         caption += f'<span class="cls">{escape(truncate(member.class_name, ID_CHARS))}</span>'
     if member.image is not None:
         w, h = member.size
-        scale = THUMB_PX / max(w, h)
-        body = f'<img src="{member.image}" width="{round(w * scale)}" height="{round(h * scale)}" alt="{escape(member.item_id)}">'
+        img = f'<img src="{member.image}" width="{w}" height="{h}" alt="{escape(member.item_id)}">'
+        href = escape(member.href) if member.href else "#"
+        body = f'<a class="open" href="{href}" data-id="{escape(member.item_id)}">{img}</a>'
     elif member.text is not None:
         body = f'<p class="text">{escape(member.text)}</p>'
     else:

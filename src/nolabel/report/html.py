@@ -1,13 +1,15 @@
 """``build_report(run_dir)``: one self-contained HTML page for a run folder.
 
-The page embeds everything (figures and thumbnails as data URIs, inline CSS, no
-script), so it can be mailed or archived as one file. Sections: header (data,
-backbone, N, K, date), metrics of every result (mean +- std over seeds, in %),
-a label-free comparison when there are several results, cluster sizes, the
-confusion matrix (only with labels), the t-SNE map, training curves, the K estimate,
-timings and, for the primary result (the first in ``run.json``, its primary seed),
-a gallery per cluster. Every string that comes from the user (paths, ids, class
-names, texts, method names) is HTML-escaped.
+The page embeds everything (figures and thumbnails as data URIs, inline CSS and
+script, no network), so it can be mailed or archived as one file. Sections: header
+(data, backbone, N, K, date), the health check of every result (a warning line at the
+top when one looks collapsed), metrics (mean +- std over seeds, in %), a label-free
+comparison when there are several results, cluster sizes, the confusion matrix (only
+with labels), the interactive embedding map (:mod:`.embedding_map`), training curves,
+the K estimate, timings and, for every result (its primary seed), a gallery per
+cluster, one method at a time through a selector (all shown without script). Every
+string that comes from the user (paths, ids, class names, texts, method names) is
+HTML-escaped (JSON data is put in the page with ``<``, ``>`` and ``&`` as ``\\u`` escapes).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from ..errors import NolabelError
 from ..io import atomic_path, read_json
 from . import gallery as gal
 from . import plots
+from .embedding_map import map_html
 
 #: scored metrics in display order, with their column titles (all shown in %)
 METRICS = {"acc": "ACC", "many_to_one_acc": "many-to-one ACC", "nmi": "NMI", "ami": "AMI", "ari": "ARI", "top5": "top-5 ACC"}
@@ -99,7 +102,9 @@ def build_report(
     dataset, data_note = _gallery_dataset(manifest, items.ids, dataset)
     config = manifest.get("config", {})
 
+    healths = [(r, health_of(r, n_clusters)) for r in results]
     sections = [
+        _section("health", "Health check", _health_html(healths)),
         _section("metrics", "Metrics", _metrics_html(results, config, n)),
     ]
     if len(results) > 1:
@@ -120,13 +125,10 @@ def build_report(
             + _img(plots.confusion_plot(labels, clusters, class_names, n_clusters), "confusion matrix"),
         ))
     if n >= plots.MAP_MIN_POINTS:
-        idx, xy = plots.embed_2d(x)
-        sections.append(_section(
-            "map", "Embedding map",
-            f"<p>t-SNE of {len(idx)} of {n} embeddings (PCA to {plots.MAP_PCA_DIM} dimensions first, seed 0), "
-            f"coloured by the clusters of {escape(primary.name)}.</p>"
-            + _img(plots.embedding_map_plot(xy, clusters[idx], n_clusters, None if labels is None else labels[idx], class_names), "embedding map"),
-        ))
+        colourings = [(f"clusters of {r.name}", r.assignment.clusters, n_clusters, None) for r in results]
+        if labels is not None:
+            colourings.append(("true class", labels, len(class_names), class_names))
+        sections.append(_section("map", "Embedding map", map_html(x, [str(i) for i in items.ids], colourings, dataset)))
     curves = _training_curves(results)
     if curves:
         sections.append(_section("curves", "Training curves", _img(plots.training_curves_plot(curves), "training curves")))
@@ -137,13 +139,14 @@ def build_report(
             f"<p>K estimated without labels by <b>{escape(str(est.get('method')))}</b>: K = {int(est['k'])}.</p>"
             + _img(plots.k_estimate_plot(est), "K estimate"),
         ))
-    galleries_html = _galleries_html(primary, sizes, x, items.ids, dataset, labels, class_names, max_per_cluster, max_clusters, data_note)
+    galleries_html = _all_galleries_html(results, n_clusters, x, items.ids, dataset, labels, class_names,
+                                         max_per_cluster, max_clusters, data_note)
     timings = dict(manifest.get("timings") or {})
     timings["report"] = time.perf_counter() - t0
     sections.append(_section("timings", "Timings", _timings_html(timings)))
-    sections.append(_section("clusters", f"Clusters of {escape(primary.name)} (seed {primary.primary_seed})", galleries_html))
+    sections.append(_section("clusters", "Clusters of every method", galleries_html))
 
-    page = _page(manifest, config, n, n_clusters, labels is not None, sections)
+    page = _page(manifest, config, n, n_clusters, labels is not None, sections, _warnings_html(healths))
     out = Path(out) if out is not None else run_dir / "report.html"
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
@@ -319,8 +322,67 @@ def _timings_html(timings: dict[str, Any]) -> str:
     return _table(["stage", "seconds"], rows)
 
 
+def health_of(result: _Result, n_clusters: int) -> dict[str, Any]:
+    """The result's ``metrics["health"]`` when the run stored one, else computed here from its
+    primary seed's assignment (:func:`nolabel.health.health_check` without k-means agreement)."""
+    stored = result.metrics.get("health") if isinstance(result.metrics, dict) else None
+    if isinstance(stored, dict) and "n_nonempty" in stored:
+        return stored
+    try:
+        from ..health import health_check
+    except ImportError:  # the same first five fields, and the empty/dominant-cluster warnings
+        sizes = np.bincount(result.assignment.clusters, minlength=n_clusters)
+        shares = sizes / max(len(result.assignment.clusters), 1)
+        warnings = [f"{int((sizes == 0).sum())} of {n_clusters} clusters are empty"] if (sizes == 0).any() else []
+        if shares.max() > 3.0 / n_clusters:
+            warnings.append(f"the largest cluster holds {100 * shares.max():.1f}% of the items, more than 3x the uniform share")
+        return {"n_clusters": n_clusters, "n_nonempty": int((sizes > 0).sum()), "largest_share": float(shares.max()),
+                "smallest_share": float(shares.min()), "mean_confidence": float(np.mean(result.assignment.confidences)),
+                "agreement_kmeans": None, "warnings": warnings}
+    return health_check(result.assignment.clusters, result.assignment.confidences, n_clusters)
+
+
+def _health_html(healths: list[tuple[_Result, dict[str, Any]]]) -> str:
+    rows = []
+    for r, h in healths:
+        agreement = h.get("agreement_kmeans")
+        warnings = h.get("warnings") or []
+        rows.append([
+            escape(r.name), f"{int(h['n_nonempty'])} / {int(h['n_clusters'])}", f"{100 * float(h['largest_share']):.1f}",
+            f"{100 * float(h['smallest_share']):.1f}", f"{float(h['mean_confidence']):.3f}",
+            "-" if agreement is None else f"{100 * float(agreement):.1f}",
+            '<span class="bad">' + escape("; ".join(str(w) for w in warnings)) + "</span>" if warnings else "ok",
+        ])
+    header = ["method", "non-empty clusters", "largest share %", "smallest share %", "mean confidence",
+              "agreement with k-means (NMI %)", "warnings"]
+    return ("<p>Label-free checks of each result's primary seed: a result with empty clusters, one dominant "
+            "cluster or near-uniform confidences has collapsed, whatever its scores.</p>" + _table(header, rows))
+
+
+def _warnings_html(healths: list[tuple[_Result, dict[str, Any]]]) -> str:
+    lines = [f'<p class="warn">Warning: {escape(r.name)} looks collapsed: {escape("; ".join(str(w) for w in h["warnings"]))}</p>'
+             for r, h in healths if h.get("warnings")]
+    return "".join(lines)
+
+
+def _all_galleries_html(results: list[_Result], n_clusters: int, x: np.ndarray, ids: np.ndarray, dataset: Dataset | None,
+                        labels: np.ndarray | None, class_names: Sequence[str] | None, max_per_cluster: int,
+                        max_clusters: int, data_note: str) -> str:
+    """A selector and one ``<section class="method">`` of galleries per result (the first shown)."""
+    buttons = "".join(f'<button type="button" data-m="{i}"{" class=on" if i == 0 else ""}>{escape(r.name)}</button>'
+                      for i, r in enumerate(results))
+    parts = [f'<nav class="methods">Method: {buttons}</nav>']
+    for i, r in enumerate(results):
+        sizes = np.bincount(r.assignment.clusters, minlength=n_clusters)
+        body = _galleries_html(r, sizes, x, ids, dataset, labels, class_names, max_per_cluster, max_clusters, data_note, i)
+        parts.append(f'<section class="method" id="gallery-{i}" data-method="{escape(r.name)}">'
+                     f"<h3>{escape(r.name)} <span class=\"facts\">seed {r.primary_seed}</span></h3>{body}</section>")
+    return "\n".join(parts)
+
+
 def _galleries_html(primary: _Result, sizes: np.ndarray, x: np.ndarray, ids: np.ndarray, dataset: Dataset | None, labels: np.ndarray | None,
-                    class_names: Sequence[str] | None, max_per_cluster: int, max_clusters: int, data_note: str) -> str:
+                    class_names: Sequence[str] | None, max_per_cluster: int, max_clusters: int, data_note: str,
+                    which: int = 0) -> str:
     nonempty = np.flatnonzero(sizes)
     shown = np.sort(nonempty[np.argsort(-sizes[nonempty], kind="stable")][:max_clusters])
     galleries = gal.build_galleries(
@@ -335,12 +397,12 @@ def _galleries_html(primary: _Result, sizes: np.ndarray, x: np.ndarray, ids: np.
     if data_note:
         intro += f'<p class="note">{escape(data_note)}</p>'
     index = "".join(
-        f'<a href="#cluster-{g.cluster}">{g.cluster}'
+        f'<a href="#m{which}-cluster-{g.cluster}">{g.cluster}'
         + (f" {escape(gal.truncate(g.majority, 16))}" if g.majority is not None else "")
         + f" <small>({g.size})</small></a>"
         for g in galleries
     )
-    return intro + f'<nav class="index">{index}</nav>' + "\n".join(gal.render_gallery(g) for g in galleries)
+    return intro + f'<nav class="index">{index}</nav>' + "\n".join(gal.render_gallery(g, f"m{which}-") for g in galleries)
 
 
 CSS = """
@@ -374,20 +436,105 @@ p.note { background:#fff6e0; border:1px solid #f0d590; padding:6px 10px; border-
 nav.index { display:flex; flex-wrap:wrap; gap:4px; margin:10px 0 16px; }
 nav.index a { background:var(--panel); border:1px solid var(--line); border-radius:3px; padding:1px 6px; font-size:12px; }
 section.cluster { border:1px solid var(--line); border-radius:6px; padding:10px 12px; margin:12px 0; break-inside:avoid; }
-.grid { display:grid; grid-template-columns:repeat(auto-fill, 84px); gap:6px; }
+.grid { display:grid; grid-template-columns:repeat(auto-fill, 122px); gap:6px; }
 .texts { display:grid; grid-template-columns:repeat(auto-fill, minmax(270px, 1fr)); gap:6px; }
 figure.item { margin:0; padding:3px; border:2px solid transparent; border-radius:4px; background:var(--panel); text-align:center; min-width:0; }
 figure.item.off { border-color:var(--bad); }
-figure.item img { display:block; margin:0 auto; width:64px; height:64px; object-fit:contain; image-rendering:pixelated; background:#fff; }
+figure.item img { display:block; margin:0 auto; width:96px; height:96px; object-fit:contain; image-rendering:pixelated; background:#fff; cursor:zoom-in; }
 figure.item p.text { margin:0 0 3px; text-align:left; font-size:12px; overflow-wrap:anywhere; }
 figcaption { font-size:10px; line-height:1.25; color:var(--muted); display:flex; flex-direction:column; overflow:hidden; }
 figcaption span { white-space:nowrap; overflow:hidden; text-overflow:ellipsis; }
 .texts figcaption { flex-direction:row; gap:8px; }
 figcaption .cls { color:var(--fg); }
+p.warn { background:#fdecea; border:1px solid #e6a29b; color:#8a1f14; padding:6px 10px; border-radius:4px; font-weight:600; }
+span.bad { color:var(--bad); }
+nav.methods { display:flex; flex-wrap:wrap; gap:6px; align-items:center; margin:8px 0; }
+nav.methods button { font:inherit; border:1px solid var(--line); background:var(--panel); border-radius:3px; padding:2px 10px; cursor:pointer; }
+nav.methods button.on { background:var(--accent); color:#fff; border-color:var(--accent); }
+section.method > h3 { font-size:17px; margin:18px 0 6px; }
+div.map { position:relative; display:inline-block; border:1px solid var(--line); border-radius:4px; }
+div.map circle.pt { stroke:#fff; stroke-width:0.5; cursor:crosshair; }
+div.map circle.pt:hover { stroke:#000; stroke-width:1.5; }
+div.tip { position:absolute; pointer-events:none; background:#fff; border:1px solid var(--line); border-radius:4px; padding:4px;
+          box-shadow:0 2px 8px rgba(0,0,0,.2); max-width:240px; font-size:11px; }
+div.tip img { display:block; width:96px; height:96px; object-fit:contain; image-rendering:pixelated; }
+div.tip img:not([src]) { display:none; }
+div.tip .text { margin:0 0 3px; }
+div.lightbox { position:fixed; inset:0; background:rgba(0,0,0,.8); display:flex; flex-direction:column; align-items:center;
+               justify-content:center; z-index:10; color:#fff; cursor:zoom-out; }
+div.lightbox img { width:min(70vw, 70vh); height:min(70vw, 70vh); object-fit:contain; image-rendering:pixelated; background:#fff; }
+div.lightbox a { color:#9cc3ff; }
+"""
+
+#: the page's only script: method selector for the galleries, map hover and recolouring, click-to-enlarge
+SCRIPT = r"""
+(function () {
+  var sections = document.querySelectorAll("section.method");
+  var buttons = document.querySelectorAll("nav.methods button");
+  function show(m) {
+    sections.forEach(function (s, i) { s.hidden = i !== m; });
+    buttons.forEach(function (b, i) { b.className = i === m ? "on" : ""; });
+  }
+  buttons.forEach(function (b, i) { b.addEventListener("click", function () { show(i); }); });
+  if (sections.length) show(0);
+
+  var blob = document.getElementById("map-data");
+  if (blob) {
+    var data = JSON.parse(blob.textContent);
+    var tip = document.getElementById("map-tip"), box = tip.parentNode;
+    var points = document.querySelectorAll("#map-svg circle.pt");
+    var select = document.getElementById("map-colour");
+    function colour(c) {
+      var spec = data.colourings[c];
+      points.forEach(function (p) {
+        var v = spec.values[+p.getAttribute("data-i")];
+        p.setAttribute("fill", spec.palette[v]);
+        p.setAttribute("data-v", spec.names[v]);
+      });
+    }
+    select.addEventListener("change", function () { colour(+select.value); });
+    colour(0);
+    points.forEach(function (p) {
+      p.addEventListener("mouseenter", function (e) {
+        var i = +p.getAttribute("data-i"), prev = data.previews[i];
+        var img = tip.querySelector("img"), text = tip.querySelector(".text");
+        if (prev.indexOf("data:") === 0) { img.src = prev; text.textContent = ""; }
+        else { img.removeAttribute("src"); text.textContent = prev.replace(/^text:/, ""); }
+        tip.querySelector(".id").textContent = data.ids[i] + " (" + select.options[select.selectedIndex].text + ": " + p.getAttribute("data-v") + ")";
+        var r = box.getBoundingClientRect();
+        tip.style.left = (e.clientX - r.left + 12) + "px";
+        tip.style.top = (e.clientY - r.top + 12) + "px";
+        tip.hidden = false;
+      });
+      p.addEventListener("mouseleave", function () { tip.hidden = true; });
+    });
+  }
+
+  document.querySelectorAll("a.open").forEach(function (a) {
+    a.addEventListener("click", function (e) {
+      e.preventDefault();
+      var over = document.createElement("div");
+      over.className = "lightbox";
+      var img = document.createElement("img");
+      img.src = a.querySelector("img").src;
+      var cap = document.createElement("p");
+      cap.textContent = a.getAttribute("data-id") + " ";
+      if (a.getAttribute("href") !== "#") {
+        var link = document.createElement("a");
+        link.href = a.href; link.textContent = "open the original file"; link.target = "_blank";
+        cap.appendChild(link);
+      }
+      over.appendChild(img); over.appendChild(cap);
+      over.addEventListener("click", function (ev) { if (ev.target.tagName !== "A") over.remove(); });
+      document.body.appendChild(over);
+    });
+  });
+})();
 """
 
 
-def _page(manifest: dict[str, Any], config: dict[str, Any], n: int, n_clusters: int, has_labels: bool, sections: list[tuple[str, str, str]]) -> str:
+def _page(manifest: dict[str, Any], config: dict[str, Any], n: int, n_clusters: int, has_labels: bool,
+          sections: list[tuple[str, str, str]], warnings: str = "") -> str:
     dataset = manifest.get("dataset") or {}
     k_note = " (estimated)" if manifest.get("k_estimate") else ""
     meta = [
@@ -411,5 +558,5 @@ def _page(manifest: dict[str, Any], config: dict[str, Any], n: int, n_clusters: 
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{title}</title><style>{CSS}</style></head><body>\n"
         f'<header class="top"><div><h1>{title}</h1><dl class="meta">{meta_html}</dl><nav class="toc">{toc}</nav></div></header>\n'
-        f"<main>\n{body}\n</main></body></html>\n"
+        f"<main>\n{warnings}{body}\n</main><script>{SCRIPT}</script></body></html>\n"
     )

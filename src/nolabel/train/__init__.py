@@ -1,12 +1,9 @@
-"""End-to-end training: the generic loop, checkpoints, DDP helpers and the SCAN / self-label / SeLa / LSD-C procedures."""
+"""THE training loop (:mod:`.loop`), its checkpoints (:mod:`.checkpoint`) and DDP helpers (:mod:`.distributed`)."""
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import ShardedBatches, init_distributed, is_main, rank, world_size
-from .end_to_end import (EndToEndModel, lsdc_end_to_end, scan_end_to_end, scan_objective, sela_end_to_end,
-                         selflabel_end_to_end)
-from .loop import fit
+from .loop import fit, make_optimizer, make_scheduler, train_one_epoch
 
 __all__ = [
-    "EndToEndModel", "ShardedBatches", "fit", "init_distributed", "is_main", "load_checkpoint", "lsdc_end_to_end",
-    "rank", "save_checkpoint", "scan_end_to_end", "scan_objective", "sela_end_to_end", "selflabel_end_to_end",
-    "world_size",
+    "ShardedBatches", "fit", "init_distributed", "is_main", "load_checkpoint", "make_optimizer", "make_scheduler",
+    "rank", "save_checkpoint", "train_one_epoch", "world_size",
 ]

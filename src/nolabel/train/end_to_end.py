@@ -39,7 +39,7 @@ import math
 import random
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -51,12 +51,14 @@ from ..backbones.local import load_backbone_checkpoint
 from ..data.base import Dataset
 from ..errors import NolabelError
 from ..io import atomic_path, read_json, write_json
+from ..nn.augment import Normalizer, make_augment
 from ..nn.heads import MultiHead
+from ..nn.losses import scan_loss
 from . import distributed as D
 from .checkpoint import unwrap
-from .loop import default_device, fit
+from ..device import resolve_device
+from .loop import fit, make_optimizer, make_scheduler
 
-AUGMENTS = ("auto", "strong", "weak", "simclr", "digits", "none")
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
 EPS = 1e-8
@@ -95,7 +97,7 @@ class EndToEndModel:
     def predict_proba(self, dataset: Dataset, batch_size: int = 500,
                       device: Optional[str | torch.device] = None) -> np.ndarray:
         """(N, K) float32 softmax of the chosen head on the un-augmented images."""
-        device = torch.device(device or default_device())
+        device = resolve_device(device)
         images = _images(dataset, self.config)
         norm = Normalizer(self.config["mean"], self.config["std"])
         self.net.to(device).eval()
@@ -140,75 +142,8 @@ class EndToEndModel:
         return cls(net, config, head, history)
 
 
-class Normalizer:
-    """``uint8`` (B, C, H, W) -> float ``(x / 255 - mean) / std``."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() / 255.0 - self.mean) / self.std
-
-
-class DigitAugment:
-    """Batched random affine + Cutout for small grayscale images (see the module doc), then normalise."""
-
-    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], degrees: float = 15.0,
-                 translate: float = 0.1, scale: tuple[float, float] = (0.9, 1.1), shear: float = 10.0,
-                 cutout_p: float = 0.5):
-        self.size, self.norm = size, Normalizer(mean, std)
-        self.degrees, self.translate, self.scale, self.shear, self.cutout_p = degrees, translate, scale, shear, cutout_p
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        u = torch.rand(b, 6)
-        angle = torch.deg2rad((2 * u[:, 0] - 1) * self.degrees)
-        shear = torch.deg2rad((2 * u[:, 1] - 1) * self.shear)
-        s = self.scale[0] + u[:, 2] * (self.scale[1] - self.scale[0])
-        tx, ty = (2 * u[:, 3] - 1) * 2 * self.translate, (2 * u[:, 4] - 1) * 2 * self.translate
-        # inverse map output -> input coordinates (grid_sample samples the input)
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        theta = torch.stack([torch.stack([cos / s, (-sin + torch.tan(shear) * cos) / s, tx], 1),
-                             torch.stack([sin / s, (cos + torch.tan(shear) * sin) / s, ty], 1)], 1)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        out = F.grid_sample(x.float() / 255.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        out = (out - self.norm.mean) / self.norm.std
-        side = max(1, self.size // 4)
-        cut = u[:, 5] < self.cutout_p
-        cy, cx = torch.randint(0, self.size - side + 1, (2, b))
-        rows = torch.arange(self.size)
-        inside_y = (rows[None, :] >= cy[:, None]) & (rows[None, :] < cy[:, None] + side)
-        inside_x = (rows[None, :] >= cx[:, None]) & (rows[None, :] < cx[:, None] + side)
-        mask = (inside_y[:, :, None] & inside_x[:, None, :] & cut[:, None, None])[:, None]
-        return out.masked_fill(mask, 0.0)
-
-
-def make_augment(name: str, size: int, in_chans: int, mean: Sequence[float],
-                 std: Sequence[float]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A callable ``uint8`` (B, C, S, S) -> normalised float batch, random per image (names: module doc)."""
-    from ..nn import augment as A
-
-    if name not in AUGMENTS:
-        raise NolabelError(f"unknown augmentation {name!r}; choose one of {', '.join(AUGMENTS)}")
-    if name == "auto":
-        name = "digits" if in_chans == 1 else "strong"
-    if name == "none":
-        return Normalizer(mean, std)
-    if name == "digits":
-        return DigitAugment(size, mean, std)
-    colour = in_chans == 3
-    if name == "strong":
-        t = A.strong_augment(size, mean, std, in_chans=in_chans, hflip=colour)
-    elif name == "weak":
-        t = A.weak_augment(size, mean, std, in_chans=in_chans, hflip=colour)
-    else:
-        t = A.simclr_augment(size, mean, std, in_chans=in_chans, hflip=colour)
-    return lambda x: A.augment_batch(t, x)
-
-
 def _images(dataset: Dataset, config: dict[str, Any]):
-    from ..pretext.common import image_source
+    from ..data.images import image_source
 
     if dataset.modality != "image":
         raise NolabelError(f"end-to-end training needs images, {dataset.name} holds {dataset.modality} items")
@@ -224,7 +159,7 @@ def _seed_all(seed: int) -> None:
 def _start(dataset: Dataset, backbone_checkpoint: str | Path, n_clusters: int, n_heads: int,
            hidden: Optional[int], n_layers: int, seed: int, device: Optional[str]):
     """(net on device, input config, uint8 image source, device): the backbone from its checkpoint, fresh heads."""
-    device = D.init_distributed(device or default_device())
+    device = D.init_distributed(device)
     if n_clusters < 2:
         raise NolabelError(f"n_clusters must be at least 2, got {n_clusters}")
     if n_heads < 1:
@@ -243,7 +178,7 @@ def _start(dataset: Dataset, backbone_checkpoint: str | Path, n_clusters: int, n
 
 def _from_model(dataset: Dataset, model: EndToEndModel | str | Path, seed: int, device: Optional[str]):
     """(net with only the chosen head, config, images, device) from a fitted model or its folder."""
-    device = D.init_distributed(device or default_device())
+    device = D.init_distributed(device)
     model = EndToEndModel.load(model) if not isinstance(model, EndToEndModel) else model
     backbone = archs.get(model.config["arch"])(**model.config["arch_kwargs"])
     heads = model.net.heads.select([model.head])
@@ -255,24 +190,6 @@ def _from_model(dataset: Dataset, model: EndToEndModel | str | Path, seed: int, 
     images = _images(dataset, config)
     _seed_all(seed + D.rank())
     return net.to(device), config, images, device
-
-
-def _optimizer(name: str, params, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
-    if lr <= 0:
-        raise NolabelError(f"learning rate must be > 0, got {lr}")
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
-    raise NolabelError(f"unknown optimizer {name!r}; use 'adam' or 'sgd'")
-
-
-def _scheduler(name: str, opt: torch.optim.Optimizer, epochs: int):
-    if name == "constant":
-        return None
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs), eta_min=opt.param_groups[0]["lr"] * 1e-3)
-    raise NolabelError(f"unknown schedule {name!r}; use 'constant' or 'cosine'")
 
 
 class HeadLosses:
@@ -307,22 +224,6 @@ class HeadLosses:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.last = state["last"].clone()
-
-
-def scan_objective(p_anchor: torch.Tensor, p_neighbor: torch.Tensor,
-                   entropy_weight: float = 5.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-head SCAN loss of probabilities (H, B, K): ``(total, consistency, entropy)``, each (H,).
-
-    ``consistency = -mean_b log <p_a, p_n>``, ``entropy = -sum_c pbar_c log pbar_c`` with
-    ``pbar`` the mean of ``p_anchor`` over the global batch (all ranks),
-    ``total = consistency - entropy_weight * entropy``. On one process this equals
-    :func:`nolabel.nn.losses.scan_loss`.
-    """
-    dot = (p_anchor * p_neighbor).sum(-1).clamp_min(EPS)
-    consistency = -dot.log().mean(-1)
-    pbar = D.global_mean(p_anchor, dim=-2)
-    entropy = -(pbar * pbar.clamp_min(EPS).log()).sum(-1)
-    return consistency - entropy_weight * entropy, consistency, entropy
 
 
 def _as_neighbors(neighbors: Any, n: int) -> torch.Tensor:
@@ -381,7 +282,7 @@ def scan_end_to_end(
     nbrs = _as_neighbors(neighbors, len(images))
     aug = make_augment(augment, images.size, images.in_chans, config["mean"], config["std"])
     model = D.wrap_ddp(net, device)
-    opt = _optimizer(optimizer, model.parameters(), lr, weight_decay)
+    opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay, nesterov=True)
     sampler = ShardedBatchesFor(len(images), batch_size, seed)
     heads = HeadLosses(n_heads)
     config.update(method="scan", n_clusters=n_clusters, n_heads=n_heads, batch_size=sampler.batch_size,
@@ -392,7 +293,8 @@ def scan_end_to_end(
         nb = nbrs[idx, torch.randint(nbrs.shape[1], (len(idx),))]
         x = torch.cat([aug(images.batch(idx)), aug(images.batch(nb))]).to(device, non_blocking=True)
         p = torch.softmax(model(x).float(), dim=-1)
-        total, consistency, entropy = scan_objective(p[:, :len(idx)], p[:, len(idx):], entropy_weight)
+        pa = p[:, :len(idx)]
+        total, consistency, entropy = scan_loss(pa, p[:, len(idx):], entropy_weight, pbar=D.global_mean(pa, dim=-2))
         heads.add(total)
         return {"loss": total.sum(), "consistency": consistency.mean(), "entropy": entropy.mean(), "n": len(x)}
 
@@ -470,7 +372,7 @@ def selflabel_end_to_end(
     weak_aug = make_augment(weak, images.size, images.in_chans, config["mean"], config["std"])
     strong_aug = make_augment(strong, images.size, images.in_chans, config["mean"], config["std"])
     wrapped = D.wrap_ddp(net, device)
-    opt = _optimizer(optimizer, wrapped.parameters(), lr, weight_decay)
+    opt = make_optimizer(optimizer, wrapped.parameters(), lr, weight_decay, nesterov=True)
     sampler = ShardedBatchesFor(len(images), batch_size, seed)
     hooks: dict[str, Any] = {}
     if ema is not None:
@@ -603,8 +505,8 @@ def sela_end_to_end(
     times = relabel_epochs(epochs, n_relabel)
     labels = SinkhornLabels(net, images, Normalizer(config["mean"], config["std"]), device, times, lam, tol)
     model = D.wrap_ddp(net, device)
-    opt = _optimizer(optimizer, model.parameters(), lr, weight_decay)
-    sched = _scheduler(schedule, opt, epochs)
+    opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay, nesterov=True)
+    sched = make_scheduler(schedule, opt, epochs)
     sampler = ShardedBatchesFor(len(images), batch_size, seed)
     heads = HeadLosses(n_heads)
     config.update(method="sela", n_clusters=n_clusters, n_heads=n_heads, batch_size=sampler.batch_size, lr=lr,
@@ -731,8 +633,8 @@ def lsdc_end_to_end(
     aug = make_augment(augment, images.size, images.in_chans, config["mean"], config["std"])
     norm = Normalizer(config["mean"], config["std"])
     model = D.wrap_ddp(net, device, find_unused_parameters=False)
-    opt = _optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr, weight_decay)
-    sched = _scheduler(schedule, opt, epochs)
+    opt = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr, weight_decay, nesterov=True)
+    sched = make_scheduler(schedule, opt, epochs)
     sampler = ShardedBatchesFor(len(images), batch_size, seed)
     config.update(method="lsdc", n_clusters=n_clusters, n_heads=1, batch_size=sampler.batch_size, lr=lr,
                   weight_decay=weight_decay, adjacency=adjacency_kind, threshold=threshold, knn_k=knn_k,

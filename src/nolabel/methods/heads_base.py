@@ -5,11 +5,11 @@ one :class:`~nolabel.nn.heads.MultiHead` head (``head_``, the head kept after tr
 several) applied to the embeddings, L2-normalised when ``normalize`` (cosine geometry,
 the one the neighbours are mined in). It provides
 
-- the in-memory minibatch loop (:meth:`HeadMethod._run_epochs`): the whole embedding
-  matrix lives on the device as one tensor; each epoch is a seeded ``randperm`` of the
-  rows cut into batches (the last incomplete batch is dropped when there is at least one
-  full batch); no DataLoader and no per-sample Python; a tqdm bar with the epoch loss
-  when ``progress``;
+- the in-memory minibatch epochs (:meth:`HeadMethod._run_epochs`, each one
+  :func:`nolabel.train.loop.train_one_epoch`): the whole embedding matrix lives on the
+  device as one tensor; each epoch is a seeded ``randperm`` of the rows cut into batches
+  (the last incomplete batch is dropped when there is at least one full batch); no
+  DataLoader and no per-sample Python; a tqdm bar with the epoch loss when ``progress``;
 - seeded generators (CPU for indices, the device for noise), so a CPU run is
   deterministic given ``seed``;
 - ``predict_proba = softmax(head_(x))`` in row chunks; save/load of the head, its
@@ -32,19 +32,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..device import resolve_device
 from ..errors import NolabelError
-from ..methods.base import ClusterMethod
-from .heads import MultiHead, head_from_config
+from ..nn.heads import MultiHead, head_from_config
+from ..train.loop import make_optimizer, train_one_epoch
+from .base import ClusterMethod
+
+__all__ = ["HeadMethod", "make_optimizer", "perturb", "random_neighbors", "warmup_cosine", "kmeans_size_prior"]
 
 #: rows per forward pass at prediction time
 PREDICT_CHUNK = 16384
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device``, or CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def perturb(x: torch.Tensor, dropout: float, noise: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -85,17 +82,6 @@ def kmeans_size_prior(x: torch.Tensor, n_clusters: int, seed: int = 0) -> torch.
     labels = KMeans(n_clusters, n_init=3, random_state=int(seed)).fit_predict(z)
     sizes = np.sort(np.bincount(labels, minlength=n_clusters))[::-1].astype(np.float64)
     return torch.as_tensor((sizes + 1.0) / (sizes.sum() + n_clusters), dtype=torch.float32, device=x.device)
-
-
-def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """``"adam"`` (Adam), ``"adamw"`` (AdamW) or ``"sgd"`` (momentum 0.9)."""
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    raise NolabelError(f"unknown optimizer {name!r}; choose adam, adamw or sgd")
 
 
 class HeadMethod(ClusterMethod):
@@ -176,29 +162,29 @@ class HeadMethod(ClusterMethod):
         epochs: int | None = None,
     ) -> list[float]:
         """Call ``step(batch_indices, global_step)`` over ``epochs`` (default ``self.epochs``)
-        shuffled passes over ``n`` rows.
+        shuffled passes over ``n`` rows, each pass one :func:`~nolabel.train.loop.train_one_epoch`
+        (the step updates the head itself).
 
         ``step`` returns the batch loss, or None for a batch it skipped. Returns (and sets
         ``history_`` to) the mean loss per epoch (NaN for an epoch without a step).
         """
-        from tqdm.auto import tqdm
-
         per_epoch = self._steps_per_epoch(n)
         bs = min(self.batch_size, n)
+        desc = self.name or type(self).__name__
         history: list[float] = []
-        bar = tqdm(range(self.epochs if epochs is None else epochs), desc=self.name or type(self).__name__,
-                   disable=not self.progress, leave=False)
         t = 0
-        for _ in bar:
+
+        def one_step(idx: torch.Tensor, epoch: int) -> dict[str, Any]:
+            nonlocal t
+            loss = step(idx, t)
+            t += 1
+            return {"loss": loss, "n": len(idx)}
+
+        for epoch in range(self.epochs if epochs is None else epochs):
             order = torch.randperm(n, generator=self._cpu_gen).to(self._device)
-            losses = []
-            for b in range(per_epoch):
-                loss = step(order[b * bs : (b + 1) * bs], t)
-                t += 1
-                if loss is not None:
-                    losses.append(loss)
-            history.append(float(np.mean(losses)) if losses else float("nan"))
-            bar.set_postfix(loss=f"{history[-1]:.4f}")
+            batches = (order[b * bs : (b + 1) * bs] for b in range(per_epoch))
+            stats = train_one_epoch(one_step, batches, None, epoch, self._device, progress=self.progress, desc=desc)
+            history.append(float(stats.get("loss", float("nan"))))
         self.history_ = history
         return history
 

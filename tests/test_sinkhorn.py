@@ -1,0 +1,82 @@
+"""In-place float32 Sinkhorn-Knopp equals a plain float64 SeLa iteration; marginals; stopping rule."""
+import numpy as np
+import pytest
+import torch
+
+from nolabel.nn.sinkhorn import sinkhorn_knopp
+
+
+def reference(log_p, lam, tol, max_iter=1000, marginals=None, check_every=10):
+    """SeLa's optimize_L_sk written plainly in float64 (P^lam, r = m / P'c, c = 1/N / P r, ...),
+    started from c_i = 1 / (N max_j P_ij^lam) as nolabel does."""
+    p = np.exp(lam * np.asarray(log_p, dtype=np.float64))
+    n, k = p.shape
+    m = np.full(k, 1.0 / k) if marginals is None else np.asarray(marginals, np.float64) / np.sum(marginals)
+    c = 1.0 / (n * p.max(axis=1))
+    it = 0
+    while True:
+        r = m / (p.T @ c)
+        c_new = (1.0 / n) / (p @ r)
+        err = np.abs(c / c_new - 1).sum() if it % check_every == 0 else np.inf
+        c = c_new
+        it += 1
+        if err <= tol or it >= max_iter:
+            break
+    return n * c[:, None] * p * r[None, :], it
+
+
+def problem(n=400, k=7, seed=0, skew=3.0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, k, generator=g) * 2
+    logits[:, 0] += skew
+    return torch.log_softmax(logits, -1)
+
+
+@pytest.mark.parametrize("iters", [1, 3, 17])
+def test_equals_reference_iterates(iters):
+    lp = problem()
+    q, labels = sinkhorn_knopp(lp, lam=5.0, tol=0.0, max_iter=iters)
+    ref, it = reference(lp.numpy(), 5.0, 0.0, max_iter=iters)
+    assert it == iters
+    np.testing.assert_allclose(q.numpy(), ref, rtol=2e-4, atol=1e-6)
+    np.testing.assert_array_equal(labels.numpy(), ref.argmax(1))
+
+
+def test_default_stopping_rule_is_selas():
+    lp = problem(n=2000, k=20, seed=1)
+    q, _ = sinkhorn_knopp(lp, lam=10.0)
+    ref, it = reference(lp.numpy(), 10.0, 0.1)
+    assert it % 10 == 1  # SeLa stops right after a check (iterations 1, 11, 21, ...)
+    np.testing.assert_allclose(q.numpy(), ref, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(q.sum(1).numpy(), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(q.sum(0).numpy(), 100.0, rtol=1e-3)
+
+
+def test_non_uniform_marginals():
+    lp = problem(n=1000, k=4, seed=2)
+    m = np.array([0.4, 0.3, 0.2, 0.1])
+    q, labels = sinkhorn_knopp(lp, lam=10.0, tol=1e-6, marginals=torch.tensor(m))
+    np.testing.assert_allclose(q.sum(0).numpy(), 1000 * m, rtol=1e-4)
+    ref, _ = reference(lp.numpy(), 10.0, 1e-6, marginals=m)
+    np.testing.assert_allclose(q.numpy(), ref, rtol=1e-3, atol=1e-5)
+    with pytest.raises(ValueError, match="marginals"):
+        sinkhorn_knopp(lp, marginals=np.array([1.0, 0.0, 1.0, 1.0]))
+
+
+def test_a_cluster_nobody_likes_still_gets_its_share():
+    # cluster 2 has log-probability -40 everywhere: with lam 10 its float32 kernel (e^-400) would
+    # underflow to zero without the column shift, and the column sum could not be met
+    lp = problem(n=300, k=3, seed=3, skew=0.0)
+    lp[:, 2] = -40.0
+    q, labels = sinkhorn_knopp(lp, lam=10.0, tol=1e-6)
+    assert torch.isfinite(q).all()
+    np.testing.assert_allclose(q.sum(0).numpy(), 100.0, rtol=1e-3)
+    assert int((labels == 2).sum()) > 50
+
+
+def test_batched_heads_and_float64_input():
+    lp = torch.stack([problem(seed=4), problem(seed=5)])
+    q, labels = sinkhorn_knopp(lp.double(), lam=10.0, tol=1e-3)
+    assert q.dtype == torch.float32 and q.shape == lp.shape and labels.shape == lp.shape[:2]
+    q1, _ = sinkhorn_knopp(lp[1], lam=10.0, tol=1e-3)
+    torch.testing.assert_close(q[1], q1)
