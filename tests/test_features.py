@@ -136,3 +136,49 @@ def test_bad_arguments(tmp_path, dataset):
         extract_features(dataset, LinearBackbone(), tmp_path / "f.npy", dtype="int8", progress=False)
     with pytest.raises(NolabelError, match="empty"):
         extract_features(dataset.subset([]), LinearBackbone(), tmp_path / "f.npy", progress=False)
+
+
+def _conv_image_backbone():
+    """A small conv net as an image backbone (PIL -> 16x16 tensor -> 4 pooled channels)."""
+    from torchvision import transforms as T
+
+    from nolabel.backbones.image import ImageModelBackbone
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten())
+    transform = T.Compose([T.Resize((16, 16)), T.ToTensor()])
+    return ImageModelBackbone("test:conv", net, transform, 4, {"input_size": [3, 16, 16]})
+
+
+def test_image_extraction_in_workers_channels_last_matches_a_plain_forward(tmp_path, monkeypatch):
+    """Decoding in DataLoader workers, inference_mode and channels-last change no row; the
+    module is left in its own memory format; workers come from the CPUs only for image models
+    on more than one batch."""
+    from PIL import Image
+
+    from nolabel import features
+
+    rng = np.random.default_rng(0)
+    arrays = rng.integers(0, 256, (40, 20, 24, 3), dtype=np.uint8)
+    data = Dataset(name="imgs", modality="image", source=arrays, ids=[str(i) for i in range(40)],
+                   loader=lambda a: Image.fromarray(a))
+    bb = _conv_image_backbone()
+    with torch.no_grad():
+        plain = bb.model(torch.stack([bb.preprocess(data.load(i)) for i in range(40)])).numpy()
+    monkeypatch.setattr(features, "available_cpus", lambda: 3)
+    assert features.auto_workers(40, 8, bb) == 2 and features.auto_workers(8, 8, bb) == 0
+    assert features.auto_workers(40, 8, LinearBackbone()) == 0  # no module, not images
+    seen = []
+    forward = bb.forward_batch
+
+    def spy(batch):
+        seen.append((batch.is_contiguous(memory_format=torch.channels_last), torch.is_inference_mode_enabled()))
+        return forward(batch)
+
+    monkeypatch.setattr(bb, "forward_batch", spy)
+    emb = extract_features(data, bb, tmp_path / "f.npy", batch_size=8, progress=False)  # auto: 2 workers
+    assert seen == [(True, True)] * 5
+    np.testing.assert_allclose(emb.array, plain, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(embed_dataset(data, bb, batch_size=16, num_workers=0), plain, rtol=1e-5, atol=1e-6)
+    assert bb.model[0].weight.is_contiguous() and torch.is_grad_enabled()

@@ -142,3 +142,15 @@ def test_unfitted_predict_and_unknown_backend():
         KMeans().predict(np.zeros((3, 2)))
     with pytest.raises(NolabelError, match="unknown k-means backend"):
         KMeans(n_clusters=2, backend="nope").fit(np.random.default_rng(0).normal(size=(10, 2)))
+
+
+def test_wide_rows_use_randomized_pca_close_to_exact(monkeypatch):
+    from nolabel.methods import kmeans as km_module
+
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(500, 40)) * np.linspace(4, 0.1, 40)).astype(np.float32)
+    exact = KMeans(n_clusters=3, pca_dim=5, n_init=1).fit(x)
+    monkeypatch.setattr(km_module, "EXACT_PCA_UP_TO", 30)
+    randomized = KMeans(n_clusters=3, pca_dim=5, n_init=1).fit(x)
+    cos = np.abs((exact.pca_components_ * randomized.pca_components_).sum(axis=1))
+    np.testing.assert_allclose(cos, 1.0, atol=1e-3)

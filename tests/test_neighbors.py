@@ -155,3 +155,12 @@ def test_faiss_backends_do_not_import_torch():
             "assert 'torch' not in sys.modules, 'torch imported'")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-500:]
+
+
+def test_ivf_raises_nprobe_until_the_sampled_recall_reaches_the_target():
+    x = np.random.default_rng(7).normal(size=(2000, 24)).astype(np.float32)  # no structure: hard for IVF
+    nb = knn(x, 10, backend="faiss-ivf", nlist=40)
+    assert nb.recall >= 0.9 and nb.search["nprobe"] > 40 // 8 and nb.search["nlist"] == 40
+    exact = knn(x, 10, backend="faiss")
+    true = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(nb.indices, exact.indices)])
+    assert abs(nb.recall - true) < 0.03

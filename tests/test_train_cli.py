@@ -44,9 +44,30 @@ def test_pretext_scan_selflabel_sela_lsdc_small_scale(cifar_subset, tmp_path):
         nolabel("train", cifar_subset, "--method", method, "--backbone", "simclr.safetensors", "--k", CLASSES,
                 "--out", method, *small, cwd=tmp_path)
     for folder in ("scan", "selflabel", "sela", "lsdc"):
-        metrics = json.loads((tmp_path / folder / "metrics.json").read_text())
+        metrics = json.loads((tmp_path / folder / folder / "seed0" / "metrics.json").read_text())
         assert 0.25 <= metrics["acc"] <= 1.0  # 4 classes: chance is 0.25 at least
-        assert (tmp_path / folder / "model.safetensors").exists()
+        assert (tmp_path / folder / folder / "seed0" / "model" / "backbone.safetensors").exists()
+
+
+def test_train_writes_a_run_folder_that_report_and_predict_read(tmp_path):
+    """pretext -> train scan on the 1,797 digits (at 16 x 16) -> report -> predict: a whole-network run is a run folder."""
+    small = ["--epochs", "1", "--batch-size", "50"]
+    nolabel("pretext", "digits", "--out", "pre.safetensors", "--task", "rotnet", "--arch", "small_cnn", "--width", "8",
+            "--image-size", "16", "--optimizer", "adam", "--split", "test", *small, cwd=tmp_path)
+    out = nolabel("train", "digits", "--method", "scan", "--backbone", "pre.safetensors", "--k", "10", "--out", "run",
+                  "--split", "test", "-p", "n_neighbors=5", *small, cwd=tmp_path)
+    assert "scan: ACC" in out
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert manifest["results"][0]["name"] == "scan" and manifest["config"]["normalize"] is False
+    assert 0.0 < manifest["results"][0]["metrics"]["acc"]["mean"] <= 1.0
+    nolabel("report", "run", cwd=tmp_path)
+    assert (tmp_path / "run" / "report.html").stat().st_size > 1000
+    nolabel("predict", "run", "digits", "--out", "pred.csv", cwd=tmp_path)
+    from nolabel.assignments import Assignment
+
+    predicted = Assignment.load(tmp_path / "pred.npz")
+    trained = Assignment.load(tmp_path / "run" / "scan" / "seed0" / "assignment.npz")
+    assert (predicted.clusters == trained.clusters).mean() > 0.99  # the same network on the same images
 
 
 def test_train_user_errors(tmp_path):

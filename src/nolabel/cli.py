@@ -12,6 +12,8 @@ import json
 import os
 import sys
 from pathlib import Path
+from dataclasses import MISSING, fields
+from types import SimpleNamespace
 from typing import Optional
 
 import typer
@@ -20,6 +22,7 @@ from rich.markup import escape as escape_markup
 from rich.table import Table
 
 from .errors import NolabelError
+from .pipeline import RunConfig
 
 app = typer.Typer(
     name="nolabel",
@@ -32,6 +35,9 @@ app = typer.Typer(
 list_app = typer.Typer(help="List what is registered: backbones, methods, datasets.", no_args_is_help=True)
 app.add_typer(list_app, name="list")
 
+#: the defaults of `nolabel run` (RunConfig's), shared by the commands that run one of its stages
+RUN_DEFAULTS = SimpleNamespace(**{f.name: f.default for f in fields(RunConfig) if f.default is not MISSING})
+
 console = Console(soft_wrap=True)  # log lines are never wrapped at 80 columns
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -42,9 +48,9 @@ def embed(
     data: str = typer.Argument(..., help="Data: a folder of images, a .txt/.csv of texts, a .mat/.npy file, 'digits', or FORMAT:DIR such as mnist:DIR."),
     backbone: str = typer.Option(..., "--backbone", "-b", help="Feature extractor spec, e.g. timm:vit_small_patch16_224.dino, tv:resnet50, st:all-MiniLM-L6-v2, local:PATH, pixels."),
     out: Path = typer.Option(..., "--out", "-o", help="Output .npy file (a .json sidecar and .items.npz are written beside it)."),
-    split: str = typer.Option("test", help="Split for benchmark formats (mnist:, cifar10:, stl10: ...)."),
-    batch_size: int = typer.Option(256, help="Items per forward pass."),
-    normalize: bool = typer.Option(False, "--normalize/--no-normalize", help="L2-normalise each embedding."),
+    split: str = typer.Option(RUN_DEFAULTS.split, help="Split for benchmark formats (mnist:, cifar10:, stl10: ...)."),
+    batch_size: int = typer.Option(RUN_DEFAULTS.batch_size, help="Items per forward pass."),
+    normalize: bool = typer.Option(RUN_DEFAULTS.normalize, "--normalize/--no-normalize", help="L2-normalise each embedding (as `nolabel run` does, so embed + cluster reproduces run)."),
     fp16: bool = typer.Option(False, "--fp16", help="Store embeddings as float16."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
     workers: Optional[int] = typer.Option(None, help="DataLoader worker processes for image decoding (default: from the CPUs)."),
@@ -62,6 +68,9 @@ def embed(
         raise NolabelError(f"--out {out} is a folder; give the .npy file to write")
     options = {"text_columns": int(text_column) if text_column.lstrip("-").isdigit() else text_column} if text_column else {}
     dataset = load_dataset(data, split=split, **options)
+    from .features_sharded import join_torchrun
+
+    join_torchrun(device)  # under torchrun: each process embeds its shards of the rows
     model = backbones.get(backbone, device=device, modality=dataset.modality)
     emb = extract_features(
         dataset, model, out, batch_size=batch_size, normalize=normalize,
@@ -111,23 +120,21 @@ def pretext(
 
 
 # ---- train (end to end) ---------------------------------------------------------------
-TRAINERS = ("scan", "selflabel", "sela", "lsdc")
-TRAIN_FIXED = ("dataset", "backbone", "n_clusters", "k", "neighbors", "start", "model_dir", "from_dir")
+TRAIN_FIXED = ("self", "n_clusters", "seed", "device", "progress", "base")
 
 
 @app.command()
 def train(
     data: str = typer.Argument(..., help="Images (as for `nolabel embed`); labels, when present, only score the result."),
     method: str = typer.Option(..., "--method", "-m", help="scan, selflabel, sela or lsdc: the whole network is trained."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the model, its checkpoint (resumable), assignment and metrics."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (checkpoint, model, assignment, metrics, run.json): `nolabel report/predict/export` read it."),
     backbone: Optional[Path] = typer.Option(None, "--backbone", "-b", help="Pretext checkpoint (.safetensors from `nolabel pretext`) to start from."),
-    start: Optional[Path] = typer.Option(None, "--from", help="selflabel: the folder of a trained model (e.g. a `nolabel train --method scan` output)."),
+    start: Optional[Path] = typer.Option(None, "--from", help="selflabel: the run folder of a whole-network run (e.g. of `nolabel train --method scan`)."),
     k: Optional[int] = typer.Option(None, "--k", "-k", help="Number of clusters (not needed with --from)."),
-    n_neighbors: int = typer.Option(20, help="scan: neighbours mined on the pretext features."),
-    epochs: int = typer.Option(50, help="Training epochs."),
-    batch_size: int = typer.Option(128, help="Images per step (per process under torchrun)."),
-    lr: float = typer.Option(1e-4, help="Adam learning rate (SCAN and self-labelling: 1e-4)."),
-    param: list[str] = typer.Option([], "--param", "-p", help="Other keyword METHOD.NAME=VALUE (or NAME=VALUE) of the trainer, e.g. -p scan.n_heads=5."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (default: the method's whole-network default, 50)."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per step, per process under torchrun (default: the method's)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (default: the method's, 1e-4)."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Other parameter METHOD.NAME=VALUE (or NAME=VALUE), e.g. -p scan.n_heads=5."),
     split: str = typer.Option("train", help="Split for benchmark formats."),
     seed: int = typer.Option(0, help="Seed."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda ... (default: cuda when available; cuda:LOCAL_RANK under torchrun)."),
@@ -137,52 +144,23 @@ def train(
 
     Works under `torchrun --nproc_per_node N -m nolabel train ...` (DistributedDataParallel).
     """
-    from .data import load_dataset
-    from .io import write_json
-    from .metrics import evaluate
+    from . import methods
+    from .network_run import TRAINERS, train_network
     from .train import distributed as D
-    from .train import end_to_end as E
 
     if method not in TRAINERS:
         raise NolabelError(f"unknown end-to-end method {method!r}; choose one of {', '.join(TRAINERS)}")
-    if (method == "selflabel") != (start is not None):
-        raise NolabelError("selflabel needs --from MODEL_DIR (a trained model); the other methods need --backbone instead")
-    if method != "selflabel" and (backbone is None or k is None):
-        raise NolabelError(f"{method} needs --backbone PRETEXT.safetensors and --k")
-    if start is not None and not start.is_dir():
-        raise NolabelError(f"--from {start}: no such folder; give the output folder of a trained model (e.g. of `nolabel train --method scan`)")
-    if backbone is not None and not backbone.is_file():
-        raise NolabelError(f"--backbone {backbone}: no such checkpoint file; give the .safetensors written by `nolabel pretext`")
-    if out.exists() and not out.is_dir():
-        raise NolabelError(f"--out {out} is a file; give a folder for the model")
-    trainer = {"scan": E.scan_end_to_end, "selflabel": E.selflabel_end_to_end, "sela": E.sela_end_to_end,
-               "lsdc": E.lsdc_end_to_end}[method]
-    common = dict(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, out_dir=out, resume=resume,
-                  progress=D.is_main())
-    extra = method_params(param, trainer, method, allowed=(method,), fixed=tuple(common) + TRAIN_FIXED)
-    common.update(extra.get(method, {}))
-    dataset = load_dataset(data, split=split)
-    if method == "scan":
-        from . import backbones
-        from .features import embed_dataset
-        from .neighbors import knn
-
-        feats = embed_dataset(dataset, backbones.get(f"local:{backbone}", device=device), normalize=True)
-        model = E.scan_end_to_end(dataset, backbone, k, knn(feats, n_neighbors).indices, **common)
-    elif method == "selflabel":
-        model = E.selflabel_end_to_end(dataset, start, **common)
-    elif method == "sela":
-        model = E.sela_end_to_end(dataset, backbone, k, **common)
-    else:
-        model = E.lsdc_end_to_end(dataset, backbone, k, **common)
-    if not D.is_main():
+    given = {key: value for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)) if value is not None}
+    extra = method_params(param, methods.get(method), method, allowed=(method,), fixed=tuple(given) + TRAIN_FIXED)
+    run = train_network(data, method, out, backbone=backbone, start=start, k=k, params={**given, **extra.get(method, {})},
+                        seed=seed, split=split, device=device, resume=resume, progress=D.is_main() and _show_progress())
+    if run is None:
         return
-    probs = model.predict_proba(dataset, device=device)
-    if dataset.labels is not None:
-        metrics = evaluate(dataset.labels, probs.argmax(1), probs)
-        write_json(out / "metrics.json", metrics)
-        console.print(f"{method}: ACC {100 * metrics['acc']:.2f}  NMI {100 * metrics['nmi']:.2f}  ARI {100 * metrics['ari']:.2f}")
-    console.print(f"model -> {out}")
+    metrics = run.results[0]["metrics"]
+    if metrics:
+        console.print(f"{method}: " + "  ".join(f"{name.upper()} {100 * metrics[name]['mean']:.2f}"
+                                               for name in ("acc", "nmi", "ari") if name in metrics))
+    console.print(f"run -> {out} (nolabel report / predict / export read it)")
 
 
 # ---- neighbors -----------------------------------------------------------------------
@@ -223,7 +201,7 @@ def cluster(
     features: Path = typer.Argument(..., help="Embeddings .npy written by `nolabel embed`."),
     method: str = typer.Option("kmeans", "--method", "-m", help="Clustering method (see `nolabel list methods`)."),
     k: int = typer.Option(..., "--k", "-k", help="Number of clusters."),
-    neighbors_file: Optional[Path] = typer.Option(None, "--neighbors", help="k-NN .npz from `nolabel neighbors` (methods that need it look for FEATURES.knn*.npz otherwise)."),
+    neighbors_file: Optional[Path] = typer.Option(None, "--neighbors", help="k-NN .npz from `nolabel neighbors` (otherwise methods that need neighbours mine them in memory)."),
     param: list[str] = typer.Option([], "--param", "-p", help="Hyper-parameter METHOD.NAME=VALUE (repeatable; NAME=VALUE means --method), e.g. -p scan.epochs=50."),
     seeds: str = typer.Option("0", help="Comma-separated seeds; with several, metrics are reported as mean +- std."),
     then: Optional[str] = typer.Option(None, "--then", help="A second stage on top of the fitted method, e.g. selflabel."),

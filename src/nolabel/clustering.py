@@ -44,36 +44,55 @@ def check_params(klass: type, params: dict[str, Any]) -> None:
 
 def neighbors_needed(estimator) -> int | None:
     """How many neighbours the estimator (or its base) needs, or None."""
-    for model in (estimator, getattr(estimator, "base", None)):
-        if model is not None and getattr(model, "needs_neighbors", False):
-            return int(getattr(model, "n_neighbors", 20))
-    return None
+    return type(estimator).neighbors_needed(estimator.get_params()) or None
 
 
-def resolve_neighbors(features_path: Path, x: np.ndarray, k: int, neighbors_path: Path | None) -> np.ndarray:
-    """Load the given k-NN file, or a saved one beside the features with >= k columns,
-    or mine and save them."""
+def resolve_neighbors(x: np.ndarray, k: int, neighbors_path: Path | None) -> np.ndarray:
+    """The first ``k`` columns of the given k-NN file, or the ``k``-NN of ``x`` mined here (not saved)."""
     from .neighbors import Neighbors, knn
 
-    if neighbors_path is not None:
-        nb = Neighbors.load(neighbors_path)
-    else:
-        stem = features_path.name.removesuffix(".npy")
-        saved = sorted(features_path.parent.glob(f"{stem}.knn*.npz"), key=_knn_size)
-        usable = [p for p in saved if _knn_size(p) >= k]
-        if usable:
-            nb = Neighbors.load(usable[0])
-        else:
-            nb = knn(x, k)
-            nb.save(features_path.with_name(f"{stem}.knn{k}.npz"))
+    nb = Neighbors.load(neighbors_path) if neighbors_path is not None else knn(x, k)
     if nb.indices.shape[1] < k:
         raise NolabelError(f"the neighbour file has {nb.indices.shape[1]} neighbours per sample, the method needs {k}")
     return nb.indices
 
 
-def _knn_size(path: Path) -> int:
-    tail = path.name.rsplit(".knn", 1)[-1].removesuffix(".npz")
-    return int(tail) if tail.isdigit() else 0
+def fit_one(method: str, n_clusters: int, params: dict[str, Any], seed: int, x: np.ndarray,
+            then: str | None = None, then_params: dict[str, Any] | None = None,
+            neighbors_path: Path | None = None):
+    """Build and fit the estimator for one seed (neighbours from ``neighbors_path`` or mined)."""
+    est = make_method(method, n_clusters, params, seed, then, then_params)
+    k = neighbors_needed(est)
+    if k and k >= len(x):
+        raise NolabelError(f"{method} uses {k} neighbours per item but there are only {len(x)} items; "
+                           f"pass -p {method}.n_neighbors=M with M <= {len(x) - 1} (or use more data)")
+    return est.fit(x, resolve_neighbors(x, k, neighbors_path) if k else None)
+
+
+def score(est, x: np.ndarray, ids: Any, labels: np.ndarray | None) -> tuple[Assignment, dict[str, Any]]:
+    """The fitted estimator's assignment of ``x`` and its metrics against ``labels`` (``{}`` without)."""
+    from .metrics import evaluate
+
+    assignment = Assignment.from_proba(est.predict_proba(x), ids=ids)
+    metrics = evaluate(labels, assignment.clusters, assignment.probabilities) if labels is not None else {}
+    return assignment, metrics
+
+
+def save_result(seed_dir: Path, est, assignment: Assignment, metrics: dict[str, Any]) -> None:
+    """``seed_dir/model/``, ``assignment.npz`` (+ .csv) and ``metrics.json`` (written last: the seed is done)."""
+    est.save(seed_dir / "model")
+    assignment.save(seed_dir / "assignment.npz")
+    write_json(seed_dir / "metrics.json", metrics)
+
+
+def summarize(method: str, features_path: Path | str, n_clusters: int, params: dict[str, Any], seeds: list[int],
+              per_seed: list[dict[str, Any]], out_dir: Path | None = None) -> dict[str, Any]:
+    """Mean and std over seeds of every scored metric, written to ``out_dir/summary.json`` when given."""
+    summary = {"method": method, "features": str(features_path), "n_clusters": n_clusters, "params": params,
+               "seeds": seeds, "per_seed": per_seed, "metrics": aggregate(per_seed)}
+    if out_dir is not None:
+        write_json(Path(out_dir) / "summary.json", summary)
+    return summary
 
 
 def fit_seeds(
@@ -89,8 +108,10 @@ def fit_seeds(
     reuse_done: bool = False,
     x: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Fit ``method`` once per seed; save model, assignment and metrics per seed under
-    ``out_dir/seed<S>/`` and a ``summary.json`` with mean and std over seeds.
+    """Fit ``method`` once per seed (:func:`fit_one`), score it (:func:`score`), save model,
+    assignment and metrics per seed under ``out_dir/seed<S>/`` (:func:`save_result`) and a
+    ``summary.json`` with mean and std over seeds (:func:`summarize`). Neighbours come from
+    ``neighbors_path`` when given, else they are mined in memory.
 
     With ``reuse_done`` a seed whose ``metrics.json`` (written last) exists is not refit:
     the pipeline uses it to resume, its folders being keyed by every setting.
@@ -99,7 +120,6 @@ def fit_seeds(
     from .features import load_features
     from .health import health_check, kmeans_reference
     from .items import load_items
-    from .metrics import evaluate
 
     features_path = Path(features_path)
     if x is None:
@@ -112,36 +132,16 @@ def fit_seeds(
         if reuse_done and seed_dir is not None and (seed_dir / "metrics.json").exists():
             per_seed.append(read_json(seed_dir / "metrics.json"))
             continue
-        est = make_method(method, n_clusters, params, seed, then, then_params)
-        k = neighbors_needed(est)
-        if k and k >= len(x):
-            raise NolabelError(f"{method} uses {k} neighbours per item but there are only {len(x)} items; "
-                               f"pass -p {method}.n_neighbors=M with M <= {len(x) - 1} (or use more data)")
-        nb = resolve_neighbors(features_path, x, k, neighbors_path) if k else None
-        est.fit(x, nb)
-        assignment = Assignment.from_proba(est.predict_proba(x), ids=items.ids)
-        metrics = evaluate(items.labels, assignment.clusters, assignment.probabilities) if items.labels is not None else {}
+        est = fit_one(method, n_clusters, params, seed, x, then, then_params, neighbors_path)
+        assignment, metrics = score(est, x, items.ids, items.labels)
         reference = kmeans_reference(x, n_clusters) if reference is None else reference
         metrics["health"] = health = health_check(assignment.clusters, assignment.confidences, n_clusters, reference)
         for problem in health["warnings"]:
             warnings.warn(f"{method}{'+' + then if then else ''} seed {seed}: {problem}", stacklevel=2)
         if seed_dir is not None:
-            est.save(seed_dir / "model")
-            assignment.save(seed_dir / "assignment.npz")
-            write_json(seed_dir / "metrics.json", metrics)
+            save_result(seed_dir, est, assignment, metrics)
         per_seed.append(metrics)
-    summary = {
-        "method": method + (f"+{then}" if then else ""),
-        "features": str(features_path),
-        "n_clusters": n_clusters,
-        "params": params,
-        "seeds": seeds,
-        "per_seed": per_seed,
-        "metrics": aggregate(per_seed),
-    }
-    if out_dir is not None:
-        write_json(Path(out_dir) / "summary.json", summary)
-    return summary
+    return summarize(method + (f"+{then}" if then else ""), features_path, n_clusters, params, seeds, per_seed, out_dir)
 
 
 def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

@@ -103,6 +103,11 @@ def extract_features(
         "normalized": bool(normalize),
     })
 
+    from . import features_sharded
+
+    if features_sharded.active():  # under torchrun: each process computes its shards
+        return features_sharded.extract_sharded(dataset, backbone, out_path, settings, batch_size, normalize,
+                                                dtype, num_workers, progress)
     partial, state_path = _partial_paths(out_path)
     array, start = _open_partial(partial, state_path, settings, (n, dim), dtype)
     bar = tqdm(total=n, initial=start, unit="item", desc=f"embed {dataset.name}", disable=not progress)
@@ -282,8 +287,8 @@ def auto_workers(n: int, batch_size: int, backbone: Backbone) -> int:
 
 
 def _channels_last(backbone: Backbone) -> bool:
-    """Convolutional image models run channels-last (NHWC) on CPU and CUDA: measured about
-    10 % faster for EfficientNet-Lite on 2 CPU cores (benchmarks/extract.py); text models never."""
+    """Convolutional image models run channels-last (NHWC): EfficientNet-Lite0 at 224 px, batch 64,
+    ran 3.8-5.5 images/s against 2.3-2.8 in NCHW on 2 busy CPU cores (interleaved runs); text models never."""
     module = backbone.module()
     if module is None or backbone.modality != "image":
         return False

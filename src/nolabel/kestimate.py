@@ -334,7 +334,7 @@ def _connected_spectrum(w: sp.csr_matrix, n_eig: int, seed: int) -> np.ndarray:
     inv_sqrt = 1.0 / np.sqrt(np.maximum(deg, 1e-300))
     a = sp.diags(inv_sqrt) @ w @ sp.diags(inv_sqrt)
     n = a.shape[0]
-    if n <= _DENSE_EIGH_UP_TO or n_eig >= n - 1:
+    if n <= _DENSE_EIGH_UP_TO or n_eig >= n - 1 or 20 * n_eig > n:  # many eigenvalues: dense is faster than ARPACK
         mu = np.linalg.eigvalsh(a.toarray())[::-1][:n_eig]
     else:
         v0 = np.random.default_rng(seed).uniform(0.5, 1.5, n)

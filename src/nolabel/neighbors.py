@@ -10,7 +10,9 @@ Backends:
   trained on a sample and ``nprobe`` lists searched per query; rows for which the
   probed lists hold fewer than k other rows are redone exactly. Its recall@k against
   exact search is measured on ``RECALL_SAMPLE`` (1,000) seeded rows and returned in
-  :attr:`Neighbors.recall`.
+  :attr:`Neighbors.recall`; unless ``nprobe`` is given it starts at ``nlist // 32`` and
+  doubles until that recall reaches ``TARGET_RECALL`` (0.9) or every list is probed
+  (data without cluster structure, e.g. random vectors, needs many lists).
 - ``"auto"``: ``"torch"`` when ``device`` is a CUDA device; otherwise, with faiss
   installed, ``"faiss"`` up to ``IVF_ABOVE`` (100,000) rows and ``"faiss-ivf"`` beyond;
   ``"torch"`` without faiss.
@@ -38,6 +40,8 @@ BLOCK_BYTES = 256 << 20
 IVF_ABOVE = 100_000
 #: rows on which an approximate search's recall is measured against exact search
 RECALL_SAMPLE = 1000
+#: the recall@k the IVF search raises nprobe for (when nprobe is not given)
+TARGET_RECALL = 0.9
 _CHUNK_BYTES = 64 << 20  # rows are read and normalised in chunks of about this size
 
 
@@ -46,12 +50,14 @@ class Neighbors:
     """``indices[i]``: the k rows most cosine-similar to row i (not i); ``similarities[i]``: their cosines.
 
     ``backend`` is the search that produced them; ``recall`` the mean fraction of the exact
-    k neighbours found, measured on a sample (1.0 for exact backends, None when loaded)."""
+    k neighbours found, measured on a sample (1.0 for exact backends, None when loaded);
+    ``search`` the IVF settings used (nlist, nprobe)."""
 
     indices: np.ndarray
     similarities: np.ndarray
     backend: str | None = None
     recall: float | None = None
+    search: dict | None = None
 
     @property
     def k(self) -> int:
@@ -83,13 +89,15 @@ def knn(
     nprobe: int | None = None,
     nlist: int | None = None,
     seed: int = 0,
+    target_recall: float = TARGET_RECALL,
 ) -> Neighbors:
     """The ``k`` most cosine-similar other rows of every row of ``embeddings`` (N, d).
 
     ``chunk_size`` caps the query rows per block (torch backend, also capped so a block
     of similarities stays under 256 MiB). ``nlist``/``nprobe`` tune ``"faiss-ivf"``
-    (defaults ``round(4 sqrt(N))``, at most N/39 so each list trains on >= 39 points,
-    and ``max(1, nlist // 8)``); ``seed`` picks its training and recall samples.
+    (defaults ``round(4 sqrt(N))``, at most N/39 so each list trains on >= 39 points; and
+    the smallest of ``nlist // 32``, doubled as needed, whose recall@k on the sampled rows
+    reaches ``target_recall``); ``seed`` picks its training and recall samples.
     """
     if backend not in BACKENDS:
         raise NolabelError(f"unknown k-NN backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -108,7 +116,7 @@ def knn(
             backend = "faiss-ivf" if n > IVF_ABOVE else "faiss"
         else:
             backend = "torch"
-    recall = 1.0
+    recall, search = 1.0, {}
     if backend == "torch":
         import torch
 
@@ -119,13 +127,9 @@ def knn(
         index = _on_gpus(faiss, faiss.IndexFlatIP(x.shape[1]))
         indices, sims = _faiss_knn(x, k, index)
     else:
-        indices, sims = _faiss_ivf_knn(x, k, nlist, nprobe, seed)
-        missing = np.flatnonzero((indices < 0).any(axis=1))
-        if len(missing):
-            indices[missing], sims[missing] = _exact_rows(x, missing, k)
-        recall = _sample_recall(x, indices, k, seed)
+        indices, sims, recall, search = _faiss_ivf_knn(x, k, nlist, nprobe, seed, target_recall)
     indices, sims = _canonical_order(indices, sims)
-    return Neighbors(indices, sims, backend=backend, recall=recall)
+    return Neighbors(indices, sims, backend=backend, recall=recall, search=search)
 
 
 def check_rows(embeddings: Any) -> np.ndarray:
@@ -232,61 +236,93 @@ def _unit_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def _exact_rows(x: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k (self excluded) of query ``rows`` against all rows, scanning ``x`` in chunks
-    and keeping a running (len(rows), k) best list."""
+    and keeping a running (len(rows), k) best list; similarity blocks stay under ``_CHUNK_BYTES``."""
     q = _unit_rows(x, rows)
     best_s = np.full((len(rows), k), -np.inf, dtype=np.float32)
     best_i = np.full((len(rows), k), -1, dtype=np.int64)
     for start, base in _unit_chunks(x):
-        s = q @ base.T
-        own = (rows >= start) & (rows < start + len(base))
-        s[np.flatnonzero(own), rows[own] - start] = -np.inf
-        cand_s = np.concatenate([best_s, s], axis=1)
-        cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(start, start + len(base)), s.shape)], axis=1)
-        top = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
-        best_s = np.take_along_axis(cand_s, top, axis=1)
-        best_i = np.take_along_axis(cand_i, top, axis=1)
+        step = max(1, _CHUNK_BYTES // (8 * len(base)))
+        for a in range(0, len(q), step):
+            s = q[a:a + step] @ base.T
+            qr = rows[a:a + step]
+            own = (qr >= start) & (qr < start + len(base))
+            s[np.flatnonzero(own), qr[own] - start] = -np.inf
+            kk = min(k, s.shape[1])
+            top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+            cand_s = np.concatenate([best_s[a:a + step], np.take_along_axis(s, top, axis=1)], axis=1)
+            cand_i = np.concatenate([best_i[a:a + step], top + start], axis=1)
+            keep = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
+            best_s[a:a + step] = np.take_along_axis(cand_s, keep, axis=1)
+            best_i[a:a + step] = np.take_along_axis(cand_i, keep, axis=1)
     return best_i, best_s
 
 
 def _faiss_knn(x: np.ndarray, k: int, index: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Add ``x``'s unit rows to ``index`` (trained), search k+1 hits per row in chunks, drop each row's own index."""
+    """Add ``x``'s unit rows to ``index`` (trained) and search every row in chunks."""
     for _, rows in _unit_chunks(x):
         index.add(rows)
+    return _search_all(x, k, index)
+
+
+def _search_all(x: np.ndarray, k: int, index: Any) -> tuple[np.ndarray, np.ndarray]:
     indices = np.empty((len(x), k), dtype=np.int64)
     sims = np.empty((len(x), k), dtype=np.float32)
     for start, rows in _unit_chunks(x):
-        s, i = index.search(rows, k + 1)
-        keep = i != np.arange(start, start + len(rows))[:, None]
-        keep[keep.all(axis=1), -1] = False
-        indices[start:start + len(rows)] = i[keep].reshape(len(rows), k)
-        sims[start:start + len(rows)] = s[keep].reshape(len(rows), k)
+        i, s = _search(index, rows, np.arange(start, start + len(rows)), k)
+        indices[start:start + len(rows)], sims[start:start + len(rows)] = i, s
     return indices, sims
 
 
-def _faiss_ivf_knn(x: np.ndarray, k: int, nlist: int | None, nprobe: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _search(index: Any, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """k+1 hits per unit query, the query's own id (``ids``) dropped (else the last hit)."""
+    s, i = index.search(queries, k + 1)
+    keep = i != ids[:, None]
+    keep[keep.all(axis=1), -1] = False
+    return i[keep].reshape(len(ids), k).astype(np.int64), s[keep].reshape(len(ids), k).astype(np.float32)
+
+
+def _faiss_ivf_knn(x: np.ndarray, k: int, nlist: int | None, nprobe: int | None, seed: int,
+                   target: float) -> tuple[np.ndarray, np.ndarray, float, dict]:
+    """IVF search; ``nprobe=None`` doubles nprobe from ``nlist // 32`` until the recall on the
+    sampled rows reaches ``target`` (or every list is probed). Returns indices, similarities,
+    the sampled recall and the search settings."""
     faiss = _faiss()
     n, d = x.shape
     nlist = int(nlist) if nlist is not None else max(1, min(round(4 * math.sqrt(n)), n // 39))
     if not 1 <= nlist <= n:
         raise NolabelError(f"nlist must lie in [1, {n}], got {nlist}")
-    nprobe = int(nprobe) if nprobe is not None else max(1, nlist // 8)
-    if nprobe < 1:
+    if nprobe is not None and int(nprobe) < 1:
         raise NolabelError(f"nprobe must be a positive integer, got {nprobe}")
     quantizer = faiss.IndexFlatIP(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
     sample = np.sort(np.random.default_rng(seed).choice(n, size=min(n, 64 * nlist), replace=False))
     index.cp.seed = seed
     index.train(_unit_rows(x, sample))
-    index.nprobe = min(nprobe, nlist)
-    return _faiss_knn(x, k, _on_gpus(faiss, index))
+    for _, rows in _unit_chunks(x):
+        index.add(rows)
+    probe_rows = np.sort(np.random.default_rng(seed + 1).choice(n, size=min(n, RECALL_SAMPLE), replace=False))
+    exact, _ = _exact_rows(x, probe_rows, k)
+    queries = _unit_rows(x, probe_rows)
+    probe = min(int(nprobe), nlist) if nprobe is not None else max(1, nlist // 32)
+    while True:
+        index.nprobe = probe
+        found, _ = _search(index, queries, probe_rows, k)
+        recall = _recall(found, exact)
+        if nprobe is not None or recall >= target or probe >= nlist:
+            break
+        probe = min(nlist, 2 * probe)
+    indices, sims = _search_all(x, k, _on_gpus(faiss, index))
+    missing = np.flatnonzero((indices < 0).any(axis=1))
+    if len(missing):
+        indices[missing], sims[missing] = _exact_rows(x, missing, k)
+    recall = _recall(indices[probe_rows], exact)
+    return indices, sims, recall, {"nlist": nlist, "nprobe": probe, "recall_rows": len(probe_rows)}
 
 
-def _sample_recall(x: np.ndarray, indices: np.ndarray, k: int, seed: int) -> float:
-    """Mean fraction of the exact k neighbours present in ``indices``, over a seeded row sample."""
-    rows = np.sort(np.random.default_rng(seed + 1).choice(len(x), size=min(len(x), RECALL_SAMPLE), replace=False))
-    exact, _ = _exact_rows(x, rows, k)
-    found = [len(np.intersect1d(a, e)) for a, e in zip(indices[rows], exact)]
-    return float(np.sum(found) / (len(rows) * k))
+def _recall(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean fraction of each row's exact neighbours present in ``found``."""
+    hits = sum(len(np.intersect1d(a, e)) for a, e in zip(found, exact))
+    return float(hits / exact.size)
 
 
 def _on_gpus(faiss: Any, index: Any) -> Any:

