@@ -78,7 +78,9 @@ def test_head_is_chosen_by_lowest_loss(blobs):
 
     p = torch.as_tensor(est.predict_proba(x))[None]
     nbt = torch.as_tensor(nb[:, : est.n_neighbors])
-    assert float(whole_data_scan_loss(p, nbt, est.entropy_weight)[0]) == pytest.approx(est.head_losses_[kept], rel=1e-3)
+    prior = torch.as_tensor(est.prior_)
+    assert float(whole_data_scan_loss(p, nbt, est.entropy_weight, prior)[0]) == pytest.approx(est.head_losses_[kept],
+                                                                                              rel=1e-3)
 
 
 @pytest.mark.parametrize("base", ["scan", "kmeans"])
@@ -122,7 +124,7 @@ def test_methods_that_need_neighbours_say_so(name, blobs):
 def test_lsdc_other_adjacencies_and_views(blobs):
     x, y, _ = blobs
     for adjacency in ("cosine", "l2", "sne"):
-        est = make("lsdc", adjacency=adjacency, view="perturb", mixup=0.3).fit(x)
+        est = make("lsdc", adjacency=adjacency, view="perturb", batches="random", mixup=0.3).fit(x)
         assert hungarian_acc(y, est.labels_) >= 0.85, adjacency
     with pytest.raises(NolabelError, match="adjacency"):
         make("lsdc", adjacency="nope")
@@ -143,3 +145,52 @@ def test_bad_input_is_a_clear_error(name, blobs):
 
 def test_registry_lists_every_method():
     assert {"kmeans", "scan", "selflabel", "temi", "sela", "lsdc"} <= set(methods.names())
+
+
+def test_size_prior_kl_hand_computed():
+    import torch
+
+    from nolabel.nn.losses import entropy, size_prior_kl
+
+    pbar, prior = torch.tensor([0.2, 0.5, 0.3]), torch.tensor([0.6, 0.3, 0.1])
+    # sorted: s = (0.5, 0.3, 0.2), r = (0.6, 0.3, 0.1): 0.5 ln(5/6) + 0.3 ln 1 + 0.2 ln 2
+    assert float(size_prior_kl(pbar, prior)) == pytest.approx(0.5 * np.log(5 / 6) + 0.2 * np.log(2), abs=1e-6)
+    uniform = torch.full((3,), 1 / 3)
+    assert float(size_prior_kl(pbar, uniform)) == pytest.approx(np.log(3) - float(entropy(pbar)), abs=1e-6)
+    assert float(size_prior_kl(prior[[2, 0, 1]], prior)) == pytest.approx(0.0, abs=1e-7)  # blind to order
+
+
+def test_sinkhorn_with_marginals_hits_them():
+    import torch
+
+    from nolabel.nn.sinkhorn import sinkhorn_knopp
+
+    logp = torch.log_softmax(torch.randn(400, 4, generator=torch.Generator().manual_seed(0)), -1)
+    m = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    q, labels = sinkhorn_knopp(logp, lam=10.0, tol=1e-3, marginals=m)
+    np.testing.assert_allclose(q.sum(0).numpy(), 400 * m.numpy(), rtol=2e-3)
+    np.testing.assert_allclose(q.sum(1).numpy(), 1.0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def uneven_blobs():
+    """4 separated blobs of 320, 160, 80 and 40 points in 16-d, with their 10-NN."""
+    rng = np.random.default_rng(1)
+    centers = rng.normal(size=(K, 16)) * 3
+    sizes = [320, 160, 80, 40]
+    y = np.repeat(np.arange(K), sizes)
+    x = (centers[y] + rng.normal(size=(len(y), 16))).astype(np.float32)
+    return x, y, knn(x, 10).indices, np.array(sizes)
+
+
+@pytest.mark.parametrize("name", ["scan", "sela"])
+def test_imbalance_aware_default_recovers_uneven_sizes(name, uneven_blobs):
+    x, y, nb, sizes = uneven_blobs
+    # one head; 4 steps an epoch on 600 points: SCAN needs a few hundred steps to settle
+    longer = {"n_heads": 1, "epochs": 100, "lr": 3e-2} if name == "scan" else {"epochs": 150}
+    est = make(name, **longer).fit(x, nb)
+    found = np.sort(np.bincount(est.labels_, minlength=K))[::-1]
+    assert np.all(np.abs(found - sizes) <= 0.2 * sizes), found
+    uniform = make(name, **longer, **({"size_prior": "uniform"} if name == "scan" else {"marginals": "uniform"}))
+    uniform.fit(x, nb)
+    assert np.bincount(uniform.labels_, minlength=K).max() < 0.8 * sizes[0]  # equal sizes forced: the big blob splits

@@ -26,6 +26,7 @@ root-mean-square, ``x' = x * m / (1 - p) + s * rms(x) * eps``, ``m ~ Bernoulli(1
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Callable
 
 import numpy as np
@@ -33,11 +34,11 @@ import torch
 
 from ..device import resolve_device
 from ..errors import NolabelError
-from ..nn.heads import MultiHead
+from ..nn.heads import MultiHead, head_from_config
 from ..train.loop import make_optimizer, train_one_epoch
 from .base import ClusterMethod
 
-__all__ = ["HeadMethod", "make_optimizer", "perturb", "random_neighbors"]
+__all__ = ["HeadMethod", "make_optimizer", "perturb", "random_neighbors", "warmup_cosine", "kmeans_size_prior"]
 
 #: rows per forward pass at prediction time
 PREDICT_CHUNK = 16384
@@ -60,6 +61,27 @@ def random_neighbors(neighbors: torch.Tensor, idx: torch.Tensor, generator: torc
     """One neighbour per row of ``idx``, uniform over the columns of ``neighbors``."""
     col = torch.randint(neighbors.shape[1], (len(idx),), generator=generator).to(neighbors.device)
     return neighbors[idx, col]
+
+
+def warmup_cosine(step: int, total: int, warmup: int, base: float, final: float) -> float:
+    """DINO's schedule: linear from 0 to ``base`` over the first ``warmup`` steps, then
+    ``final + (base - final) (1 + cos(pi i / (total - warmup))) / 2`` at step ``warmup + i``."""
+    if step < warmup:
+        return base * step / warmup
+    span = max(total - warmup, 1)
+    return final + (base - final) * (1.0 + math.cos(math.pi * min(step - warmup, span) / span)) / 2.0
+
+
+def kmeans_size_prior(x: torch.Tensor, n_clusters: int, seed: int = 0) -> torch.Tensor:
+    """A label-free cluster-size profile: the sizes of k-means clusters of ``x`` (rows
+    L2-normalised, scikit-learn, 3 restarts), sorted descending, add-one smoothed,
+    ``(sizes + 1) / (N + K)``: a ``(K,)`` probability vector on ``x``'s device."""
+    from sklearn.cluster import KMeans
+
+    z = torch.nn.functional.normalize(x.float(), dim=1).cpu().numpy()
+    labels = KMeans(n_clusters, n_init=3, random_state=int(seed)).fit_predict(z)
+    sizes = np.sort(np.bincount(labels, minlength=n_clusters))[::-1].astype(np.float64)
+    return torch.as_tensor((sizes + 1.0) / (sizes.sum() + n_clusters), dtype=torch.float32, device=x.device)
 
 
 class HeadMethod(ClusterMethod):
@@ -205,6 +227,6 @@ class HeadMethod(ClusterMethod):
         self.head_losses_ = list(extra.get("head_losses", []))
         self.head_ = None
         if "head" in extra:
-            head = MultiHead(**extra["head"])
+            head = head_from_config(extra["head"])
             head.load_state_dict({k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")})
             self.head_ = head.to(self._device)

@@ -61,6 +61,21 @@ from .heads_base import HeadMethod, make_optimizer, perturb, random_neighbors
 from .network import FrozenBlocks, Network, NetworkMethod
 
 VIEWS = ("neighbor", "perturb")
+BATCHES = ("groups", "random")
+
+
+def neighbor_groups(anchors: torch.Tensor, neighbors: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Each anchor followed by ``size - 1`` of its mined neighbours (uniform, with
+    replacement): ``(len(anchors) * size,)`` row indices."""
+    cols = torch.randint(neighbors.shape[1], (len(anchors), size - 1), generator=generator).to(neighbors.device)
+    return torch.cat([anchors[:, None], neighbors[anchors[:, None], cols]], dim=1).reshape(-1)
+
+
+def adjacency_mined(idx: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
+    """``A_ij = [idx_j in kNN(idx_i) or idx_i in kNN(idx_j) or idx_i = idx_j]`` from the mined
+    k-NN of the whole data (``neighbors``: the batch's rows of the table, ``(B, k)``)."""
+    a = (neighbors[:, :, None] == idx[None, None, :]).any(1) | (idx[:, None] == idx[None, :])
+    return (a | a.T).float()
 
 
 @register("lsdc")
@@ -77,6 +92,8 @@ class LSDC(NetworkMethod, HeadMethod):
         tau: float | None = None,
         sne_temperature: float = 1.0,
         view: str = "neighbor",
+        batches: str = "groups",
+        group_size: int = 4,
         n_neighbors: int = 20,
         dropout: float = 0.1,
         noise: float = 0.1,
@@ -113,7 +130,11 @@ class LSDC(NetworkMethod, HeadMethod):
         self.sne_temperature = sne_temperature
         self.view = view
         self.n_neighbors = n_neighbors
-        self.needs_neighbors = view == "neighbor"
+        if batches not in BATCHES:
+            raise NolabelError(f"unknown batches {batches!r}; choose one of {', '.join(BATCHES)}")
+        self.batches = batches
+        self.group_size = group_size
+        self.needs_neighbors = view == "neighbor" or batches == "groups"
         self.dropout = dropout
         self.noise = noise
         self.consistency = consistency
@@ -131,19 +152,23 @@ class LSDC(NetworkMethod, HeadMethod):
 
     @classmethod
     def neighbors_needed(cls, params: dict[str, Any]) -> int:
-        """``n_neighbors`` with the default ``view="neighbor"``, else none."""
-        if params.get("view", "neighbor") != "neighbor":
+        """``n_neighbors`` with the default ``view="neighbor"`` or ``batches="groups"``, else none."""
+        if params.get("view", "neighbor") != "neighbor" and params.get("batches", "groups") != "groups":
             return 0
         return int(params.get("n_neighbors", 20))
 
-    def _targets(self, f: torch.Tensor) -> torch.Tensor:
-        """In-batch adjacency of ``f`` (B, d); kNN's k defaults to ``min(20, max(2, B // (2 K)))``."""
+    def _targets(self, f: torch.Tensor, idx: torch.Tensor | None = None, nb: torch.Tensor | None = None) -> torch.Tensor:
+        """In-batch adjacency of ``f`` (B, d); kNN's k defaults to ``min(20, max(2, B // (2 K)))``;
+        with neighbour-group batches the kNN adjacency also holds the mined k-NN relation."""
         k = self.adjacency_k or min(20, max(2, len(f) // (2 * self.n_clusters)))
-        return adjacency_targets(f, self.adjacency, k, self.tau, self.sne_temperature)
+        a = adjacency_targets(f, self.adjacency, k, self.tau, self.sne_temperature)
+        if self.adjacency == "knn" and nb is not None and self.batches == "groups":
+            a = torch.maximum(a, adjacency_mined(idx, nb[idx, : self.adjacency_k or 20]))
+        return a
 
     def _fit(self, x: np.ndarray, neighbors: np.ndarray | None) -> None:
         X = self._setup(x)
-        nb = self._neighbors(neighbors) if self.view == "neighbor" else None
+        nb = self._neighbors(neighbors) if self.needs_neighbors else None
         head = self._new_head(X.shape[1], self.n_heads, self.hidden, self.n_layers)
         opt = make_optimizer("adam", head.parameters(), self.lr, self.weight_decay)
         per_epoch = self._steps_per_epoch(len(X))
@@ -154,8 +179,10 @@ class LSDC(NetworkMethod, HeadMethod):
         def step(idx: torch.Tensor, t: int) -> float:
             if t % per_epoch == 0:
                 head_sums.zero_()
+            if self.batches == "groups":
+                idx = neighbor_groups(idx[: max(1, len(idx) // self.group_size)], nb, self.group_size, self._cpu_gen)
             f = X[idx]
-            a = self._targets(f)
+            a = self._targets(f, idx, nb)
             if nb is not None:
                 view = X[random_neighbors(nb, idx, self._cpu_gen)]
             else:

@@ -3,9 +3,15 @@
 ``n_heads`` linear heads (one batched :class:`~nolabel.nn.heads.MultiHead`) are trained
 at once with the SCAN loss, for each head
 
-``L = -mean_b log <p(x_b), p(k_b)> - entropy_weight * H(mean_b p(x_b))``
+``L = -mean_b log <p(x_b), p(k_b)> + entropy_weight * KL_sorted(mean_b p(x_b) || r)``
 
-where ``k_b`` is drawn uniformly, at every step, from the first ``n_neighbors`` mined
+with :func:`~nolabel.nn.losses.size_prior_kl` (the KL between the sorted mean prediction
+and the sorted size profile ``r``). ``size_prior="uniform"`` takes ``r = 1/K``, where the
+term is SCAN's ``-H(mean_b p)`` up to the constant ``log K``. ``size_prior="kmeans"``
+(default) takes ``r`` = the sorted, add-one smoothed cluster sizes of k-means on the same
+embeddings (:func:`~nolabel.methods.heads_base.kmeans_size_prior`): a label-free answer to
+uneven class sizes (SCAN's entropy term forces near-equal clusters), which on balanced
+data stays close to uniform. ``prior_`` keeps the profile used. Here ``k_b`` is drawn uniformly, at every step, from the first ``n_neighbors`` mined
 neighbours of ``x_b`` (gradients flow through both). The heads' losses are summed.
 After training, the objective is evaluated per head on the whole data (consistency over
 every (sample, neighbour) pair of the first ``n_neighbors``, entropy of the whole-data
@@ -38,11 +44,14 @@ import torch
 
 from ..data.base import Dataset
 from ..errors import NolabelError
-from ..nn.losses import scan_loss
+from ..nn.losses import scan_loss, size_prior_kl
 from ..train import distributed as D
 from . import register
-from .heads_base import HeadMethod, make_optimizer, random_neighbors
+from .heads_base import HeadMethod, kmeans_size_prior, make_optimizer, random_neighbors
 from .network import HeadLosses, Network, NetworkMethod, as_neighbors, mine_neighbors
+
+SIZE_PRIORS = ("kmeans", "uniform")
+
 
 @register("scan")
 class SCAN(NetworkMethod, HeadMethod):
@@ -62,6 +71,7 @@ class SCAN(NetworkMethod, HeadMethod):
         lr: float = 1e-2,
         weight_decay: float = 1e-4,
         optimizer: str = "adam",
+        size_prior: str = "kmeans",
         normalize: bool = True,
         augment: str = "auto",
         amp: bool | None = None,
@@ -75,6 +85,9 @@ class SCAN(NetworkMethod, HeadMethod):
         self.entropy_weight = entropy_weight
         self.n_heads = n_heads
         self.optimizer = optimizer
+        if size_prior not in SIZE_PRIORS:
+            raise NolabelError(f"unknown size_prior {size_prior!r}; choose one of {', '.join(SIZE_PRIORS)}")
+        self.size_prior = size_prior
         self.augment = augment
         self.amp = amp
 
@@ -83,22 +96,30 @@ class SCAN(NetworkMethod, HeadMethod):
         nb = self._neighbors(neighbors)
         head = self._new_head(X.shape[1], self.n_heads)
         opt = make_optimizer(self.optimizer, head.parameters(), self.lr, self.weight_decay)
+        prior = self._prior(X)
+        self.prior_ = prior.cpu().tolist()
 
         def step(idx: torch.Tensor, t: int) -> float:
             nbr = random_neighbors(nb, idx, self._cpu_gen)
             p = torch.softmax(head(torch.cat([X[idx], X[nbr]])), dim=-1)
-            total, _, _ = scan_loss(p[:, : len(idx)], p[:, len(idx) :], self.entropy_weight)
-            loss = total.sum()
+            _, consistency, _ = scan_loss(p[:, : len(idx)], p[:, len(idx) :], 0.0)
+            loss = (consistency + self.entropy_weight * size_prior_kl(p[:, : len(idx)].mean(-2), prior)).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             return float(loss.detach()) / self.n_heads
 
         self._run_epochs(len(X), step)
-        losses = whole_data_scan_loss(torch.softmax(self._all_logits(head, X), dim=-1), nb, self.entropy_weight)
+        losses = whole_data_scan_loss(torch.softmax(self._all_logits(head, X), dim=-1), nb, self.entropy_weight, prior)
         self.head_losses_ = losses.tolist()
         self.head_ = head.select([int(losses.argmin())])
 
+
+    def _prior(self, X: torch.Tensor) -> torch.Tensor:
+        """The cluster-size profile the mean prediction is pulled towards."""
+        if self.size_prior == "kmeans":
+            return kmeans_size_prior(X, self.n_clusters, self.seed)
+        return torch.full((self.n_clusters,), 1.0 / self.n_clusters, device=X.device)
 
     def _fit_network(self, dataset: Dataset, backbone: str | Path | None, neighbors: Any, out_dir, resume: bool):
         if backbone is None:
@@ -125,12 +146,15 @@ class SCAN(NetworkMethod, HeadMethod):
 
 
 @torch.no_grad()
-def whole_data_scan_loss(p: torch.Tensor, neighbors: torch.Tensor, entropy_weight: float) -> torch.Tensor:
-    """SCAN loss per head over all (sample, neighbour) pairs: ``p`` (H, N, K) -> (H,)."""
+def whole_data_scan_loss(p: torch.Tensor, neighbors: torch.Tensor, entropy_weight: float,
+                         prior: torch.Tensor | None = None) -> torch.Tensor:
+    """SCAN loss per head over all (sample, neighbour) pairs: ``p`` (H, N, K) -> (H,);
+    the size term is ``size_prior_kl`` to ``prior`` (uniform when None)."""
+    if prior is None:
+        prior = torch.full((p.shape[-1],), 1.0 / p.shape[-1], device=p.device)
     consistency = torch.zeros(p.shape[0], dtype=torch.float64, device=p.device)
     for j in range(neighbors.shape[1]):
         _, c, _ = scan_loss(p, p[:, neighbors[:, j]], 0.0)
         consistency += c.double()
     consistency /= neighbors.shape[1]
-    _, _, ent = scan_loss(p, p, 0.0)
-    return (consistency - entropy_weight * ent.double()).float().cpu()
+    return (consistency + entropy_weight * size_prior_kl(p.mean(-2), prior).double()).float().cpu()

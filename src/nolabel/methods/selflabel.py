@@ -31,8 +31,11 @@ Whole-network defaults (``network_defaults``): Adam lr 1e-4, weight decay 1e-4, 
 
 Defaults on frozen embeddings: Adam lr 1e-4 (SCAN), weight decay 1e-4, batch 1000
 (SCAN), 50 epochs (SCAN runs 200 on images; the frozen head converges much sooner).
-``history_`` holds the mean loss per epoch and ``confident_`` the final fraction of
-samples above the threshold.
+``history_`` holds the mean loss per epoch; ``confident_start_`` and ``confident_`` the
+fraction of items above the threshold before and after, ``changed_`` the fraction whose
+cluster changed. When no item passes the threshold at the start (common on frozen
+features: confidences of a linear head rarely reach 0.99) nothing can be trained and a
+warning says so plainly, naming the median confidence.
 """
 from __future__ import annotations
 
@@ -116,6 +119,8 @@ class SelfLabel(NetworkMethod, HeadMethod):
         self.optimizer = optimizer
         self.amp = amp
         self.confident_: float = 0.0
+        self.confident_start_: float = 0.0
+        self.changed_: float = 0.0
 
     @classmethod
     def neighbors_needed(cls, params: dict[str, Any]) -> int:
@@ -163,6 +168,13 @@ class SelfLabel(NetworkMethod, HeadMethod):
             X = self._inputs(x)
         teacher = EMA(head) if self.ema else None
         opt = make_optimizer("adam", head.parameters(), self.lr, self.weight_decay)
+        with torch.no_grad():
+            start, start_labels = torch.softmax(self._all_logits(head, X)[0], dim=-1).max(-1)
+        self.confident_start_ = float((start > self.threshold).float().mean())
+        if self.confident_start_ == 0.0:
+            warnings.warn(f"selflabel: no item passes the confidence threshold {self.threshold:g} (median confidence "
+                          f"{float(start.median()):.2f}), so the result is the base method's unchanged; lower "
+                          f"-p selflabel.threshold=T (e.g. T below the median) to self-label", stacklevel=2)
 
         def step(idx: torch.Tensor, t: int) -> float | None:
             with torch.no_grad():
@@ -187,6 +199,7 @@ class SelfLabel(NetworkMethod, HeadMethod):
             p.requires_grad_(True)
         probs = torch.softmax(self._all_logits(self.head_, X)[0], dim=-1)
         self.confident_ = float((probs.max(-1).values > self.threshold).float().mean())
+        self.changed_ = float((probs.argmax(-1) != start_labels).float().mean())
         self.head_losses_ = [self.history_[-1]] if self.history_ else []
 
     def _fit_network(self, dataset, backbone, neighbors, out_dir, resume: bool):
@@ -218,11 +231,14 @@ class SelfLabel(NetworkMethod, HeadMethod):
         return net, 0, history
 
     def _state_extra(self) -> dict[str, Any]:
-        return {**super()._state_extra(), "confident": self.confident_}
+        return {**super()._state_extra(), "confident": self.confident_, "confident_start": self.confident_start_,
+                "changed": self.changed_}
 
     def _load_state(self, tensors: dict[str, torch.Tensor], extra: dict[str, Any]) -> None:
         super()._load_state(tensors, extra)
         self.confident_ = float(extra.get("confident", 0.0))
+        self.confident_start_ = float(extra.get("confident_start", 0.0))
+        self.changed_ = float(extra.get("changed", 0.0))
 
 
 def confident_counts(net: Network, threshold: float) -> list[int]:

@@ -119,3 +119,69 @@ class MultiHead(nn.Module):
         self.scale.mul_(factor)
         return self
 
+
+class DINOHead(nn.Module):
+    """H batched DINO-style heads, as TEMI's code builds them (``forward`` as MultiHead).
+
+    ``x -> MLP -> L2-normalise -> prototype layer``: the MLP is ``n_layers - 1`` affine
+    layers ``in -> hidden -> ... -> bottleneck`` with GELU between them (none after the
+    last); the prototype layer is weight-normalised, ``W_k = g_k v_k / ||v_k||`` with one
+    trainable gain ``g_k`` per cluster initialised to 1 and no bias, so a logit is
+    ``g_k cos(z, v_k)``. Initialisation as the code: MLP weights ``N(0, 0.02^2)`` (its
+    truncation at +-2 never binds at that scale), biases 0; ``v ~ U(-1/sqrt(b), 1/sqrt(b))``
+    (``nn.Linear``'s default). Parameters named ``proto_*`` are the prototype layer.
+    """
+
+    def __init__(self, in_dim: int, n_clusters: int, n_heads: int = 1, hidden: int = 256, bottleneck: int = 256,
+                 n_layers: int = 3, generator: torch.Generator | None = None):
+        super().__init__()
+        if n_layers < 2:
+            raise ValueError(f"a DINO head has n_layers >= 2 (MLP + prototype layer), got {n_layers}")
+        self.in_dim, self.n_clusters, self.n_heads = int(in_dim), int(n_clusters), int(n_heads)
+        self.hidden, self.bottleneck, self.n_layers = int(hidden), int(bottleneck), int(n_layers)
+        dims = [self.in_dim] + [self.hidden] * (n_layers - 2) + [self.bottleneck]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            self.weights.append(nn.Parameter(torch.empty(self.n_heads, d_in, d_out).normal_(0.0, 0.02, generator=generator)))
+            self.biases.append(nn.Parameter(torch.zeros(self.n_heads, 1, d_out)))
+        bound = 1.0 / math.sqrt(self.bottleneck)
+        v = torch.empty(self.n_heads, self.bottleneck, self.n_clusters).uniform_(-bound, bound, generator=generator)
+        self.proto_v = nn.Parameter(v)
+        self.proto_g = nn.Parameter(torch.ones(self.n_heads, 1, self.n_clusters))
+        self.register_buffer("scale", torch.ones(()))
+
+    def config(self) -> dict[str, int | str]:
+        return {"kind": "dino", "in_dim": self.in_dim, "n_clusters": self.n_clusters, "n_heads": self.n_heads,
+                "hidden": self.hidden, "bottleneck": self.bottleneck, "n_layers": self.n_layers}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x if x.dim() == 3 else x.unsqueeze(0).expand(self.n_heads, -1, -1)
+        for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if layer:
+                h = nn.functional.gelu(h)
+            h = torch.baddbmm(b, h, w)
+        proto = self.proto_g * nn.functional.normalize(self.proto_v, dim=1)
+        return torch.bmm(nn.functional.normalize(h, dim=-1), proto) * self.scale
+
+    @torch.no_grad()
+    def select(self, heads: list[int]) -> "DINOHead":
+        """A new DINOHead holding copies of the given heads (in that order)."""
+        cfg = {k: v for k, v in self.config().items() if k != "kind"}
+        out = DINOHead(**{**cfg, "n_heads": len(heads)}).to(self.proto_v.device)
+        index = torch.as_tensor(heads, device=self.proto_v.device)
+        for dst, src in zip(out.parameters(), self.parameters()):
+            dst.copy_(src.index_select(0, index))
+        out.scale.copy_(self.scale)
+        return out
+
+    @torch.no_grad()
+    def scale_output_(self, factor: float) -> "DINOHead":
+        self.scale.mul_(factor)
+        return self
+
+
+def head_from_config(config: dict) -> nn.Module:
+    """Rebuild a head from its ``config()`` (a DINOHead when ``kind`` is ``"dino"``)."""
+    config = dict(config)
+    return DINOHead(**config) if config.pop("kind", None) == "dino" else MultiHead(**config)

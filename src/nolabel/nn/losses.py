@@ -36,6 +36,17 @@ def scan_loss(
     return consistency - entropy_weight * ent, consistency, ent
 
 
+def size_prior_kl(pbar: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """KL of a mean prediction to a cluster-size profile, blind to cluster order:
+    ``sum_c s_c log(s_c / r_c)`` with ``s = sort(pbar)`` and ``r = sort(prior)`` (both
+    descending). ``pbar`` ``(..., K)``, ``prior`` ``(K,)``; returns ``(...)``. With a
+    uniform prior it is ``log K - H(pbar)``, SCAN's entropy term up to a constant.
+    """
+    s = pbar.sort(dim=-1, descending=True).values
+    r = prior.sort(descending=True).values.to(s)
+    return (s * (s.clamp_min(EPS).log() - r.clamp_min(EPS).log())).sum(-1)
+
+
 def temi_loss(
     student_a: torch.Tensor,
     student_b: torch.Tensor,
@@ -175,7 +186,7 @@ def adjacency(f: torch.Tensor, kind: str = "knn", k: int = 20, tau: float | None
 
 
 __all__ = [
-    "EPS", "entropy", "scan_loss", "temi_loss", "temi_prior_update", "lsdc_pairwise_bce", "consistency_mse",
+    "EPS", "entropy", "scan_loss", "size_prior_kl", "temi_loss", "temi_prior_update", "lsdc_pairwise_bce", "consistency_mse",
     "rampup", "balanced_cross_entropy", "class_balance_weights",
     "adjacency_cosine", "adjacency_l2", "adjacency_sne", "adjacency_knn", "adjacency", "ADJACENCIES", "ADJACENCY_TAU",
 ]

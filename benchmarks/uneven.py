@@ -1,0 +1,108 @@
+"""Learned methods against k-means on long-tailed subsets (uneven class sizes).
+
+From labelled features (``nolabel embed`` output with its ``.items.npz``) take a fixed
+long-tailed subset: class ``c`` (classes in a fixed shuffled order, subset seed 0) keeps
+``n_max * r^(-c / (C - 1))`` items (the exponential profile of the long-tailed CIFAR
+benchmarks; ``n_max`` the smallest class count, ``r`` the imbalance ratio). Every method
+runs with its DEFAULT parameters (K = C, 20-NN for SCAN/LSD-C and 50-NN for TEMI mined
+on the subset) over seeds; labels only score. Writes
+``benchmarks/results/uneven.<features>.{json,md}``, accumulating across calls (one per
+method list), with the label-free health columns.
+
+    python benchmarks/uneven.py --features /tmp/c10_r56.npy --ratios 10,100 --seeds 0,1,2
+    python benchmarks/uneven.py --features /tmp/so_minilm.npy --ratios 10,100 --seeds 0,1,2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nolabel import methods
+from nolabel.health import health_check, kmeans_reference
+from nolabel.items import load_items
+from nolabel.metrics import hungarian_acc
+from nolabel.neighbors import knn
+
+RESULTS = Path(__file__).parent / "results"
+METHODS = ("kmeans", "scan", "sela", "temi", "lsdc")
+
+
+def long_tail(y: np.ndarray, ratio: float, seed: int = 0) -> np.ndarray:
+    """Indices of a long-tailed subset with largest/smallest class size ``ratio``."""
+    rng = np.random.default_rng(seed)
+    classes = rng.permutation(np.unique(y))
+    n_max = min(int((y == c).sum()) for c in classes)
+    keep = []
+    for rank, c in enumerate(classes):
+        n = max(1, int(round(n_max * ratio ** (-rank / (len(classes) - 1)))))
+        keep.append(rng.choice(np.flatnonzero(y == c), n, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--features", type=Path, required=True)
+    ap.add_argument("--ratios", default="10,100")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--seeds", default="0,1,2")
+    args = ap.parse_args()
+    x_all = np.load(args.features).astype(np.float32)
+    y_all = load_items(args.features).labels
+    seeds = [int(s) for s in args.seeds.split(",")]
+    store = RESULTS / f"uneven.{args.features.stem}.json"
+    results = json.loads(store.read_text()) if store.exists() else {}
+    for ratio in [float(r) for r in args.ratios.split(",")]:
+        idx = long_tail(y_all, ratio)
+        x, y = x_all[idx], y_all[idx]
+        k = len(np.unique(y))
+        nb = knn(x, 50).indices
+        reference = kmeans_reference(x, k)
+        key = f"{args.features.stem} r={ratio:g}"
+        entry = results.setdefault(key, {"n": len(x), "k": k, "largest_class": int(np.bincount(y).max()),
+                                         "smallest_class": int(np.bincount(y).min()), "methods": {}})
+        for name in args.methods.split(","):
+            runs = []
+            for seed in seeds:
+                t0 = time.perf_counter()
+                est = methods.get(name)(n_clusters=k, seed=seed).fit(x, nb if est_needs(name) else None)
+                p = est.predict_proba(x)
+                h = health_check(p.argmax(1), p.max(1), k, reference)
+                runs.append({"seed": seed, "acc": hungarian_acc(y, p.argmax(1)), "seconds": time.perf_counter() - t0,
+                             "health": h})
+                print(key, name, seed, f"ACC {100 * runs[-1]['acc']:.1f}", h["warnings"], flush=True)
+            entry["methods"][name] = runs
+            RESULTS.mkdir(exist_ok=True)
+            store.write_text(json.dumps(results, indent=1))
+    write_table(results, seeds, args.features.stem)
+
+
+def est_needs(name: str) -> bool:
+    return bool(methods.get(name).needs_neighbors) or name == "lsdc"
+
+
+def write_table(results: dict, seeds: list[int], stem: str) -> None:
+    lines = [f"Default parameters, K = number of classes, mean ± std over seeds {seeds}; ACC (Hungarian) on the whole "
+             "subset; health (label-free) of the first seed.", "",
+             "| set | N | class sizes | method | ACC | vs k-means | largest share | non-empty | warnings |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key, entry in results.items():
+        base = entry["methods"].get("kmeans")
+        km = np.mean([r["acc"] for r in base]) if base else None
+        for name, runs in entry["methods"].items():
+            acc = np.array([r["acc"] for r in runs])
+            h = runs[0]["health"]
+            delta = f"{100 * (acc.mean() - km):+.1f}" if km is not None else "-"
+            lines.append(f"| {key} | {entry['n']} | {entry['largest_class']}..{entry['smallest_class']} | {name} | "
+                         f"{100 * acc.mean():.1f} ± {100 * acc.std():.1f} | {delta} | {100 * h['largest_share']:.1f}% | "
+                         f"{h['n_nonempty']}/{h['n_clusters']} | {len(h['warnings'])} |")
+    table = "\n".join(lines)
+    print(table)
+    (RESULTS / f"uneven.{stem}.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
