@@ -396,7 +396,8 @@ def test_default_backbone_and_missing_package(monkeypatch):
 
     _package_state("efficientnet-lite0")
     assert backbones.default_for("image") == "efficientnet-lite0"
-    assert backbones.default_for("vector") == "pixels" and backbones.default_for("text") == "pixels"
+    assert backbones.default_for("vector") == "pixels"
+    assert backbones.default_for("text") == "st:all-MiniLM-L6-v2"  # the [text] extra is part of [test]
     real = importlib.import_module
 
     def no_package(name, *args):
@@ -410,6 +411,8 @@ def test_default_backbone_and_missing_package(monkeypatch):
     assert "\n" not in str(err.value)
     monkeypatch.setattr(efficientnet, "installed", lambda: [])
     assert backbones.default_for("image") == "pixels"
+    monkeypatch.setattr(backbones.text, "minilm_installed", lambda: False)
+    assert backbones.default_for("text") == "pixels"
 
 
 # ---- failures ----------------------------------------------------------------------------

