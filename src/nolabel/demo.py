@@ -1,14 +1,14 @@
 """``nolabel demo``: the whole story on scikit-learn's digits (1,797 8x8 images, embedded).
 
 1. on raw pixels (8x8 = 64 values): k-means, then SCAN and SCAN + self-labelling on the
-   pixels' 20-NN (``PIXEL_SCAN``);
+   pixels' 20-NN (``DEMO_SCAN`` settings, the same on both feature sets);
 2. self-supervised pretext: SimCLR trains a small CNN on the digits (no labels),
    16x16 inputs, Adam, ``PRETEXT_EPOCHS`` epochs (resumes if killed);
 3. on its features: 20-NN -> k-means, SCAN, and SCAN + self-labelling;
 4. every result over seeds 0, 1, 2, scored against the digit labels (used only to
    score), and an HTML report of the pretext run.
 
-``PIXEL_SCAN`` settings and why (none chosen by a label): SCAN's original uniform entropy
+``DEMO_SCAN`` settings (pixels and pretext alike) and why (none chosen by a label): SCAN's original uniform entropy
 term (``size_prior="uniform"``), because the digits are documented as balanced (about 180
 per class) and the k-means size profile on pixels is not (smallest cluster 5.4 %, largest
 13.1 % at seed 0): k-means' own merge/split errors would be imposed on SCAN; 200 epochs,
@@ -32,13 +32,13 @@ DEMO_SEEDS = [0, 1, 2]
 PRETEXT_EPOCHS = 15
 PRETEXT = dict(arch="small_cnn", arch_kwargs={"width": 16}, image_size=16, epochs=PRETEXT_EPOCHS, batch_size=256,
                optimizer="adam", augment={"hflip": False})
-PIXEL_SCAN = {"size_prior": "uniform", "epochs": 200}
+DEMO_SCAN = {"size_prior": "uniform", "epochs": 200}
 
 
 @contextmanager
 def _one_thread():
-    """Run a block on one CPU thread (torch and BLAS/OpenMP pools), then restore: the pixel
-    stage's 64-dim heads and k-means are too small to gain from threads, and on a busy
+    """Run a block on one CPU thread (torch and BLAS/OpenMP pools), then restore: the
+    clustering stages' small heads and k-means are too small to gain from threads, and on a busy
     2-core machine thread contention made that stage 4x slower (121 s vs 28 s)."""
     import torch
     from threadpoolctl import threadpool_limits
@@ -78,7 +78,7 @@ def run_demo(out: Path, console: Console) -> dict:
     t0 = time.perf_counter()
     with _one_thread():
         pixels = Pipeline(RunConfig(data="digits", backbone="pixels", methods=["kmeans", "scan", "scan+selflabel"], k=10,
-                                    seeds=DEMO_SEEDS, normalize=False, n_neighbors=20, params={"scan": PIXEL_SCAN}),
+                                    seeds=DEMO_SEEDS, normalize=False, n_neighbors=20, params={"scan": DEMO_SCAN}),
                           out=out / "pixels").fit(progress=False, log=log)
     pixel_seconds = time.perf_counter() - t0
 
@@ -88,9 +88,11 @@ def run_demo(out: Path, console: Console) -> dict:
     log(f"pretext: SimCLR small CNN, {PRETEXT_EPOCHS} epochs, {pretext_seconds:.0f} s -> {checkpoint}")
 
     t0 = time.perf_counter()
-    run = Pipeline(RunConfig(data="digits", backbone=f"local:{checkpoint}", methods=["kmeans", "scan", "scan+selflabel"],
-                             k=10, seeds=DEMO_SEEDS, n_neighbors=20),
-                   out=out / "run").fit(progress=False, log=log)
+    with _one_thread():
+        run = Pipeline(RunConfig(data="digits", backbone=f"local:{checkpoint}",
+                                 methods=["kmeans", "scan", "scan+selflabel"], k=10, seeds=DEMO_SEEDS, n_neighbors=20,
+                                 params={"scan": DEMO_SCAN}),
+                       out=out / "run").fit(progress=False, log=log)
     run_seconds = time.perf_counter() - t0
     report = run.report()
 
