@@ -47,14 +47,17 @@ batch), 100 epochs.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..errors import NolabelError
 from ..nn import augment as A
-from ..nn.losses import ADJACENCIES, consistency_mse, lsdc_pairwise_bce, rampup
+from ..nn.heads import MultiHead, _shared_affine
+from ..nn.losses import ADJACENCIES, consistency_mse, entropy, lsdc_pairwise_bce, rampup
 from ..nn.losses import adjacency as adjacency_targets
 from . import register
 from .heads_base import HeadMethod, make_optimizer, perturb, random_neighbors
@@ -62,6 +65,7 @@ from .network import FrozenBlocks, Network, NetworkMethod
 
 VIEWS = ("neighbor", "perturb")
 BATCHES = ("groups", "random")
+KNN_METRICS = ("cosine", "l2")
 
 
 def neighbor_groups(anchors: torch.Tensor, neighbors: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -78,6 +82,53 @@ def adjacency_mined(idx: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
     return (a | a.T).float()
 
 
+def default_k(batch: int, n_clusters: int) -> int:
+    """In-batch kNN size ``max(1, round(0.78 B / K))``: both of the paper's kNN settings keep
+    k at 0.78 of the expected same-cluster count B / K (CIFAR-10 k 20 at 256 / 10, CIFAR-100-20
+    k 10 at 256 / 20), so a row's positives match its cluster and a confident clustering pays
+    few false negatives."""
+    return max(1, round(0.78 * batch / n_clusters))
+
+
+def size_kl_uniform(p: torch.Tensor) -> torch.Tensor:
+    """``log K - H(pbar)`` (KL of the batch's mean prediction to uniform), ``(..., B, K) -> (...)``."""
+    return math.log(p.shape[-1]) - entropy(p.mean(-2))
+
+
+class BatchNormedHead(nn.Module):
+    """Training-time view of an MLP :class:`~nolabel.nn.heads.MultiHead` with BatchNorm after each
+    hidden affine map (``affine -> BN -> GELU``); :meth:`fold_` writes the BN's running
+    statistics into the affine maps, so the head alone then computes the eval-mode network.
+    A linear head (no hidden layer) passes through unchanged."""
+
+    def __init__(self, head: MultiHead):
+        super().__init__()
+        self.head = [head]  # not a submodule: its parameters stay the head's own
+        n_hidden = len(head.biases) - 1
+        self.norms = nn.ModuleList(nn.BatchNorm1d(head.n_heads * head.hidden) for _ in range(n_hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        head = self.head[0]
+        if not len(self.norms):
+            return head(x)
+        h = _shared_affine(x, head.weights[0], head.biases[0])
+        for layer, bn in enumerate(self.norms):
+            n_heads, b, d = h.shape
+            h = bn(h.transpose(0, 1).reshape(b, n_heads * d)).reshape(b, n_heads, d).transpose(0, 1)
+            h = torch.baddbmm(head.biases[layer + 1], nn.functional.gelu(h), head.weights[layer + 1])
+        return h * head.scale
+
+    @torch.no_grad()
+    def fold_(self) -> None:
+        """``W' = W s``, ``b' = (b - mu) s + beta`` with ``s = gamma / sqrt(var + eps)``, per hidden unit."""
+        head = self.head[0]
+        for layer, bn in enumerate(self.norms):
+            shape = (head.n_heads, 1, head.hidden)
+            s = (bn.weight / (bn.running_var + bn.eps).sqrt()).reshape(shape)
+            head.weights[layer].mul_(s)
+            head.biases[layer].sub_(bn.running_mean.reshape(shape)).mul_(s).add_(bn.bias.reshape(shape))
+
+
 @register("lsdc")
 class LSDC(NetworkMethod, HeadMethod):
     """LSD-C pairwise-similarity clustering: linear heads on frozen embeddings, or the whole network."""
@@ -91,8 +142,9 @@ class LSDC(NetworkMethod, HeadMethod):
         adjacency_k: int | None = None,
         tau: float | None = None,
         sne_temperature: float = 1.0,
+        knn_metric: str = "cosine",
         view: str = "neighbor",
-        batches: str = "groups",
+        batches: str = "random",
         group_size: int = 4,
         n_neighbors: int = 20,
         dropout: float = 0.1,
@@ -107,8 +159,9 @@ class LSDC(NetworkMethod, HeadMethod):
         schedule: str = "constant",
         amp: bool | None = None,
         n_heads: int = 1,
-        hidden: int | None = None,
-        n_layers: int = 1,
+        hidden: int | None = 512,
+        n_layers: int = 2,
+        entropy_weight: float = 0.05,
         epochs: int = 100,
         batch_size: int = 256,
         lr: float = 1e-3,
@@ -128,6 +181,9 @@ class LSDC(NetworkMethod, HeadMethod):
         self.adjacency_k = adjacency_k
         self.tau = tau
         self.sne_temperature = sne_temperature
+        if knn_metric not in KNN_METRICS:
+            raise NolabelError(f"unknown knn_metric {knn_metric!r}; choose one of {', '.join(KNN_METRICS)}")
+        self.knn_metric = knn_metric
         self.view = view
         self.n_neighbors = n_neighbors
         if batches not in BATCHES:
@@ -149,6 +205,7 @@ class LSDC(NetworkMethod, HeadMethod):
         self.n_heads = n_heads
         self.hidden = hidden
         self.n_layers = n_layers
+        self.entropy_weight = entropy_weight
 
     @classmethod
     def neighbors_needed(cls, params: dict[str, Any]) -> int:
@@ -158,10 +215,10 @@ class LSDC(NetworkMethod, HeadMethod):
         return int(params.get("n_neighbors", 20))
 
     def _targets(self, f: torch.Tensor, idx: torch.Tensor | None = None, nb: torch.Tensor | None = None) -> torch.Tensor:
-        """In-batch adjacency of ``f`` (B, d); kNN's k defaults to ``min(20, max(2, B // (2 K)))``;
+        """In-batch adjacency of ``f`` (B, d); kNN's k defaults to :func:`default_k`;
         with neighbour-group batches the kNN adjacency also holds the mined k-NN relation."""
-        k = self.adjacency_k or min(20, max(2, len(f) // (2 * self.n_clusters)))
-        a = adjacency_targets(f, self.adjacency, k, self.tau, self.sne_temperature)
+        k = self.adjacency_k or default_k(len(f), self.n_clusters)
+        a = adjacency_targets(f, self.adjacency, k, self.tau, self.sne_temperature, self.knn_metric)
         if self.adjacency == "knn" and nb is not None and self.batches == "groups":
             a = torch.maximum(a, adjacency_mined(idx, nb[idx, : self.adjacency_k or 20]))
         return a
@@ -170,7 +227,8 @@ class LSDC(NetworkMethod, HeadMethod):
         X = self._setup(x)
         nb = self._neighbors(neighbors) if self.needs_neighbors else None
         head = self._new_head(X.shape[1], self.n_heads, self.hidden, self.n_layers)
-        opt = make_optimizer("adam", head.parameters(), self.lr, self.weight_decay)
+        norms = BatchNormedHead(head).to(self._device)
+        opt = make_optimizer("adam", list(head.parameters()) + list(norms.parameters()), self.lr, self.weight_decay)
         per_epoch = self._steps_per_epoch(len(X))
         ramp = self.epochs / 2 if self.rampup_epochs is None else self.rampup_epochs
         mix_rng = np.random.default_rng(self.seed)
@@ -192,11 +250,13 @@ class LSDC(NetworkMethod, HeadMethod):
                 lam = float(mix_rng.beta(self.mixup, self.mixup))
                 perm = torch.randperm(len(idx), generator=self._cpu_gen).to(self._device)
                 inputs.append(lam * f + (1.0 - lam) * f[perm])
-            p = torch.softmax(head(torch.cat(inputs)), dim=-1).split(len(idx), dim=1)
+            p = torch.softmax(norms(torch.cat(inputs)), dim=-1).split(len(idx), dim=1)
             omega = rampup(t / per_epoch, ramp, self.consistency)
             losses = lsdc_pairwise_bce(p[0], p[1], a) + omega * consistency_mse(p[0], p[1])
             if self.mixup:
                 losses = losses + lsdc_pairwise_bce(p[0], p[2], lam * a + (1.0 - lam) * a[:, perm])
+            if self.entropy_weight:
+                losses = losses + self.entropy_weight * size_kl_uniform(p[0])
             loss = losses.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -205,6 +265,7 @@ class LSDC(NetworkMethod, HeadMethod):
             return float(loss.detach()) / self.n_heads
 
         self._run_epochs(len(X), step)
+        norms.fold_()
         head_losses = (head_sums / per_epoch).cpu()
         self.head_losses_ = head_losses.tolist()
         self.head_ = head.select([int(head_losses.argmin())])

@@ -151,14 +151,20 @@ def adjacency_sne(f: torch.Tensor, tau: float = 0.01, temperature: float = 1.0) 
     return a.to(f.dtype)
 
 
-def adjacency_knn(f: torch.Tensor, k: int = 20) -> torch.Tensor:
-    """``A_ij = [i in kNN(j) or j in kNN(i)]`` by cosine within the batch (self excluded
-    from the k), diagonal set to 1."""
-    z = F.normalize(f, dim=-1)
+def adjacency_knn(f: torch.Tensor, k: int = 20, metric: str = "cosine") -> torch.Tensor:
+    """``A_ij = [i in kNN(j) or j in kNN(i)]`` within the batch (self excluded from the k),
+    diagonal set to 1; neighbours by ``metric``: ``"cosine"`` or ``"l2"`` (squared Euclidean
+    distance on the features as they are, unnormalised: the authors' code)."""
     n = len(f)
     eye = torch.eye(n, dtype=torch.bool, device=f.device)
-    sim = (z @ z.T).masked_fill(eye, float("-inf"))
-    idx = sim.topk(min(k, n - 1), dim=1).indices
+    if metric == "l2":
+        sim = -torch.cdist(f, f).pow(2)
+    elif metric == "cosine":
+        z = F.normalize(f, dim=-1)
+        sim = z @ z.T
+    else:
+        raise ValueError(f"unknown kNN metric {metric!r}; choose cosine or l2")
+    idx = sim.masked_fill(eye, float("-inf")).topk(min(k, n - 1), dim=1).indices
     a = torch.zeros(n, n, dtype=torch.bool, device=f.device)
     a.scatter_(1, idx, True)
     return (a | a.T | eye).to(f.dtype)
@@ -170,12 +176,12 @@ ADJACENCIES = ("knn", "cosine", "l2", "sne")
 
 
 def adjacency(f: torch.Tensor, kind: str = "knn", k: int = 20, tau: float | None = None,
-              temperature: float = 1.0) -> torch.Tensor:
+              temperature: float = 1.0, metric: str = "cosine") -> torch.Tensor:
     """LSD-C's in-batch targets (B, B) of features ``f`` by ``kind`` (the functions above);
-    ``tau`` defaults to :data:`ADJACENCY_TAU` of the kind, ``k`` is used by ``"knn"`` only."""
+    ``tau`` defaults to :data:`ADJACENCY_TAU` of the kind, ``k`` and ``metric`` are used by ``"knn"`` only."""
     tau = ADJACENCY_TAU.get(kind) if tau is None else tau
     if kind == "knn":
-        return adjacency_knn(f, k)
+        return adjacency_knn(f, k, metric)
     if kind == "cosine":
         return adjacency_cosine(f, tau)
     if kind == "l2":
