@@ -99,32 +99,35 @@ def run_seed(args, data, labels, images, pretext: Path, seed: int) -> dict:
     def history(folder: Path) -> list[dict]:
         return read_json(folder / "history.json")["history"]
 
-    t0 = time.perf_counter()
-    scan = SCAN.for_network(epochs=args.scan_epochs, batch_size=128, lr=args.scan_lr, n_heads=args.heads,
-                            n_neighbors=args.k, **common).fit_dataset(data, pretext, nbrs, out_dir=out / "scan")
-    h = history(out / "scan")
-    stages["scan"] = metrics(labels, scan.predict_proba_dataset(data)) | {
-        "epochs": args.scan_epochs, "lr": args.scan_lr, "heads": args.heads,
-        "head_kept": int(np.argmin(h[-1]["head_losses"])) if h else None,
-        "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(sum(e["seconds"] for e in h), 1)}
-    t0 = time.perf_counter()
-    sl = SelfLabel.for_network(base=scan, epochs=args.selflabel_epochs, batch_size=256, lr=args.selflabel_lr,
-                               threshold=0.99, **common).fit_dataset(data, out_dir=out / "selflabel")
-    h = history(out / "selflabel")
-    stages["selflabel"] = metrics(labels, sl.predict_proba_dataset(data)) | {
-        "epochs": args.selflabel_epochs, "lr": args.selflabel_lr,
-        "confident_last_epoch": round(h[-1]["confident"], 4) if h else None,
-        "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(sum(e["seconds"] for e in h), 1)}
-    t0 = time.perf_counter()
-    ls = LSDC.for_network(epochs=args.lsdc_epochs, batch_size=256, lr=args.lsdc_lr, weight_decay=args.lsdc_weight_decay,
-                          optimizer=args.lsdc_optimizer, ricap=0.3, adjacency="knn", adjacency_k=args.lsdc_k,
-                          rampup_epochs=50, train_blocks=args.lsdc_train_blocks, **common
-                          ).fit_dataset(data, pretext, out_dir=out / "lsdc")
-    h = history(out / "lsdc")
-    stages["lsdc"] = metrics(labels, ls.predict_proba_dataset(data)) | {
-        "epochs": args.lsdc_epochs, "optimizer": args.lsdc_optimizer, "lr": args.lsdc_lr, "knn_k": args.lsdc_k,
-        "train_blocks": args.lsdc_train_blocks,
-        "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(sum(e["seconds"] for e in h), 1)}
+    if "scan" in args.stages:
+        t0 = time.perf_counter()
+        scan = SCAN.for_network(epochs=args.scan_epochs, batch_size=128, lr=args.scan_lr, n_heads=args.heads,
+                                n_neighbors=args.k, **common).fit_dataset(data, pretext, nbrs, out_dir=out / "scan")
+        h = history(out / "scan")
+        stages["scan"] = metrics(labels, scan.predict_proba_dataset(data)) | {
+            "epochs": args.scan_epochs, "lr": args.scan_lr, "heads": args.heads,
+            "head_kept": int(np.argmin(h[-1]["head_losses"])) if h else None,
+            "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(sum(e["seconds"] for e in h), 1)}
+    if "selflabel" in args.stages:
+        t0 = time.perf_counter()
+        sl = SelfLabel.for_network(base=scan, epochs=args.selflabel_epochs, batch_size=256, lr=args.selflabel_lr,
+                                   threshold=0.99, **common).fit_dataset(data, out_dir=out / "selflabel")
+        h = history(out / "selflabel")
+        stages["selflabel"] = metrics(labels, sl.predict_proba_dataset(data)) | {
+            "epochs": args.selflabel_epochs, "lr": args.selflabel_lr,
+            "confident_last_epoch": round(h[-1]["confident"], 4) if h else None,
+            "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(sum(e["seconds"] for e in h), 1)}
+    if "lsdc" in args.stages:
+        t0 = time.perf_counter()
+        settings = dict(epochs=args.lsdc_epochs, batch_size=256, lr=args.lsdc_lr, weight_decay=args.lsdc_weight_decay,
+                        optimizer=args.lsdc_optimizer, ricap=0.3, adjacency="knn", adjacency_k=args.lsdc_k,
+                        knn_metric=args.lsdc_knn_metric, anchor=args.lsdc_anchor, frozen_bn=args.lsdc_frozen_bn,
+                        rampup_epochs=args.lsdc_rampup, train_blocks=args.lsdc_train_blocks)
+        ls = LSDC.for_network(**settings, **common).fit_dataset(data, pretext, out_dir=out / "lsdc")
+        h = history(out / "lsdc")
+        stages["lsdc"] = metrics(labels, ls.predict_proba_dataset(data)) | settings | {
+            "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(sum(e["seconds"] for e in h), 1),
+            "loss_first_last": [round(h[0]["loss"], 4), round(h[-1]["loss"], 4)] if h else None}
     return stages
 
 
@@ -135,7 +138,9 @@ def table(result: dict) -> str:
             "| stage | seeds | ACC | NMI | ARI | 20-NN purity | seconds (mean; training only where trained) |", "|---|---|---|---|---|---|---|"]
     seeds = result["seeds"]
     for stage in ("kmeans_pixels", "kmeans_pretext", "knn", "scan", "selflabel", "lsdc"):
-        runs = [result["per_seed"][str(s)][stage] for s in seeds]
+        runs = [result["per_seed"][str(s)][stage] for s in seeds if stage in result["per_seed"][str(s)]]
+        if not runs:
+            continue
         cell = {}
         for key in ("acc", "nmi", "ari", "purity"):
             vals = [r[key] for r in runs if key in r]
@@ -157,12 +162,19 @@ def main() -> None:
     parser.add_argument("--scan-lr", type=float, default=1e-4)
     parser.add_argument("--selflabel-epochs", type=int, default=10)
     parser.add_argument("--selflabel-lr", type=float, default=1e-4)
+    parser.add_argument("--stages", default="scan,selflabel,lsdc", help="trained stages to run (k-means and k-NN always)")
+    parser.add_argument("--tag", default="", help="results go to mnist_end_to_end[.TAG].{json,md}")
     parser.add_argument("--lsdc-epochs", type=int, default=15)
-    parser.add_argument("--lsdc-optimizer", choices=("adam", "sgd"), default="adam")
-    parser.add_argument("--lsdc-lr", type=float, default=1e-3)
-    parser.add_argument("--lsdc-weight-decay", type=float, default=1e-4)
+    parser.add_argument("--lsdc-optimizer", choices=("adam", "sgd"), default="sgd")
+    parser.add_argument("--lsdc-lr", type=float, default=0.1)
+    parser.add_argument("--lsdc-weight-decay", type=float, default=5e-4)
     parser.add_argument("--lsdc-k", type=int, default=10)
+    parser.add_argument("--lsdc-rampup", type=float, default=50)
+    parser.add_argument("--lsdc-knn-metric", choices=("l2", "cosine"), default="l2")
+    parser.add_argument("--lsdc-anchor", choices=("augmented", "clean"), default="augmented")
+    parser.add_argument("--lsdc-frozen-bn", choices=("train", "eval"), default="train")
     parser.add_argument("--lsdc-train-blocks", type=int, default=1)
+    parser.add_argument("--subset", type=int, default=0, help="train and score on the first N test images only")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
     parser.add_argument("--quick", action="store_true", help="2,000 images, 1 epoch per stage")
@@ -178,6 +190,9 @@ def main() -> None:
         args.out = args.out.with_name(args.out.name + "_quick")
         if not args.pretext.is_file():  # a 1-epoch pretext of the 2,000 images: the code path, not the figure
             args.pretext = args.out / "pretext_quick.safetensors"
+    if args.subset:
+        data = data.subset(np.arange(args.subset), name=f"mnist-test[:{args.subset}]")
+    args.stages = args.stages.split(",")
     labels = np.asarray(data.labels)
     data.labels = None  # training sees no labels
     images = image_source(data).cache
@@ -191,7 +206,7 @@ def main() -> None:
         print(json.dumps(result["per_seed"][str(seed)], indent=1))
     result["total_seconds"] = round(time.perf_counter() - t_all, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "mnist_end_to_end" + (".quick" if args.quick else "")
+    stem = "mnist_end_to_end" + (".quick" if args.quick else "") + (f".{args.tag}" if args.tag else "")
     from nolabel.io import atomic_path, write_json
 
     write_json(RESULTS / f"{stem}.json", result)

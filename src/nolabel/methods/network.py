@@ -131,7 +131,7 @@ class Network:
         if est.batch_size < 2:
             raise NolabelError(f"batch_size must be at least 2, got {est.batch_size}")
         params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = make_optimizer(est.optimizer, params, est.lr, est.weight_decay, nesterov=True)
+        opt = make_optimizer(est.optimizer, params, est.lr, est.weight_decay, nesterov=getattr(est, "nesterov", True))
         sched = make_scheduler(getattr(est, "schedule", "constant"), opt, est.epochs)
         sampler = D.ShardedBatches(len(self.images), est.batch_size, self.seed)
         settings = {k: v for k, v in est.get_params().items() if k not in ("device", "progress")}
@@ -341,15 +341,17 @@ def backbone_blocks(backbone: nn.Module) -> list[nn.Module]:
 
 
 class FrozenBlocks:
-    """Freeze every backbone parameter outside the last ``n`` blocks; frozen BatchNorm layers stay in eval mode."""
+    """Freeze every backbone parameter outside the last ``n`` blocks; frozen BatchNorm layers stay in eval mode
+    (with ``bn_eval=False`` they follow the network's mode: batch statistics and running averages, as
+    LSD-C's authors leave them)."""
 
-    def __init__(self, backbone: nn.Module, n: int):
+    def __init__(self, backbone: nn.Module, n: int, bn_eval: bool = True):
         blocks = backbone_blocks(backbone)
         if not 1 <= n <= len(blocks):
             raise NolabelError(f"train_blocks must lie in [1, {len(blocks)}] for this backbone, got {n}")
         trainable = {id(p) for b in blocks[len(blocks) - n:] for p in b.parameters()}
         self.frozen = [m for m in backbone.modules()
-                       if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m.weight) not in trainable]
+                       if bn_eval and isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m.weight) not in trainable]
         for p in backbone.parameters():
             if id(p) not in trainable:
                 p.requires_grad_(False)

@@ -309,6 +309,26 @@ def ricap(x: torch.Tensor, beta: float = 0.3,
     Corner c of composite j is a crop of ``x[indices[c, j]]``, corners ordered top-left,
     top-right, bottom-left, bottom-right; ``weights[j, c]`` is its area fraction.
     """
+    (out,), indices, weights = _ricap([x], beta, generator, keep_largest=False)
+    return out, indices, weights
+
+
+def ricap_pair(x: torch.Tensor, x2: torch.Tensor, beta: float = 0.3, generator: Optional[torch.Generator] = None,
+               keep_largest: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two RICAP composites of two views ``x``, ``x2`` (B, C, H, W) of the same images, as
+    LSD-C's authors build them: one boundary and the same source image per corner for both,
+    each corner's crop offset drawn separately per view. With ``keep_largest`` the corner
+    larger than a quarter of the image (if any) keeps the identity order, so composite j is
+    mostly image j. Returns ``(composite, composite2, indices (4, B), weights (B, 4))``."""
+    if x.shape != x2.shape:
+        raise ValueError(f"the two views must have one shape, got {tuple(x.shape)} and {tuple(x2.shape)}")
+    (out, out2), indices, weights = _ricap([x, x2], beta, generator, keep_largest)
+    return out, out2, indices, weights
+
+
+def _ricap(xs: list[torch.Tensor], beta: float, generator: Optional[torch.Generator],
+           keep_largest: bool) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    x = xs[0]
     if x.ndim != 4:
         raise ValueError(f"ricap takes a (B, C, H, W) batch, got shape {tuple(x.shape)}")
     b, _, height, width = x.shape
@@ -316,16 +336,18 @@ def ricap(x: torch.Tensor, beta: float = 0.3,
     h = int(round(height * _beta(beta, generator)))
     sizes = [(w, h), (width - w, h), (w, height - h), (width - w, height - h)]
     corners = [(0, 0), (w, 0), (0, h), (w, h)]
-    out = torch.empty_like(x)
+    outs = [torch.empty_like(v) for v in xs]
     indices = torch.empty(4, b, dtype=torch.long)
     for c, ((cw, ch), (left, top)) in enumerate(zip(sizes, corners)):
-        indices[c] = torch.randperm(b, generator=generator)
-        x0 = int(torch.randint(0, width - cw + 1, (1,), generator=generator))
-        y0 = int(torch.randint(0, height - ch + 1, (1,), generator=generator))
-        if cw and ch:
-            out[:, :, top:top + ch, left:left + cw] = x[indices[c].to(x.device), :, y0:y0 + ch, x0:x0 + cw]
+        keep = keep_largest and 4 * cw * ch > width * height
+        indices[c] = torch.arange(b) if keep else torch.randperm(b, generator=generator)
+        for v, out in zip(xs, outs):
+            x0 = int(torch.randint(0, width - cw + 1, (1,), generator=generator))
+            y0 = int(torch.randint(0, height - ch + 1, (1,), generator=generator))
+            if cw and ch:
+                out[:, :, top:top + ch, left:left + cw] = v[indices[c].to(v.device), :, y0:y0 + ch, x0:x0 + cw]
     areas = torch.tensor([cw * ch for cw, ch in sizes], dtype=x.dtype) / (height * width)
-    return out, indices.to(x.device), areas.to(x.device).expand(b, 4).clone()
+    return outs, indices.to(x.device), areas.to(x.device).expand(b, 4).clone()
 
 
 def mix_targets(a: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor | float) -> torch.Tensor:

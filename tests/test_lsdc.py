@@ -1,0 +1,98 @@
+"""LSD-C pieces: the in-batch k, the size term, the folded BatchNorm head, the paired RICAP
+composites, the L2 kNN adjacency, and no collapse at a large K."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nolabel.health import health_check
+from nolabel.methods.lsdc import LSDC, BatchNormedHead, default_k, size_kl_uniform
+from nolabel.metrics import hungarian_acc
+from nolabel.neighbors import knn
+from nolabel.nn import augment as A
+from nolabel.nn.heads import MultiHead
+from nolabel.nn.losses import adjacency_knn
+
+
+def test_default_k_is_the_papers_ratio():
+    # the paper: k 20 for CIFAR-10 (K 10) and k 10 for CIFAR-100-20 (K 20), both at batch 256
+    assert default_k(256, 10) == 20 and default_k(256, 20) == 10
+    assert default_k(256, 100) == 2 and default_k(256, 1000) == 1
+
+
+def test_size_kl_uniform_by_hand():
+    p = torch.tensor([[0.5, 0.5], [1.0, 0.0]])  # pbar = (0.75, 0.25)
+    want = math.log(2) + 0.75 * math.log(0.75) + 0.25 * math.log(0.25)
+    assert float(size_kl_uniform(p)) == pytest.approx(want, rel=1e-5)  # 0.1308
+    assert float(size_kl_uniform(torch.full((3, 4), 0.25))) == pytest.approx(0.0, abs=1e-6)
+    assert size_kl_uniform(torch.rand(2, 5, 3).softmax(-1)).shape == (2,)
+
+
+def test_batchnorm_folds_into_the_head_exactly():
+    torch.manual_seed(0)
+    head = MultiHead(6, 3, n_heads=2, hidden=8, n_layers=2)
+    normed = BatchNormedHead(head)
+    opt = torch.optim.SGD(list(head.parameters()) + list(normed.parameters()), lr=0.1)
+    for _ in range(20):  # moves weights, BN affine and running statistics
+        loss = normed(torch.randn(32, 6) * 3 + 1).logsumexp(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x = torch.randn(10, 6)
+    normed.eval()
+    with torch.no_grad():
+        want = normed(x)
+        normed.fold_()
+        got = head(x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    linear = MultiHead(6, 3)
+    torch.testing.assert_close(BatchNormedHead(linear)(x), linear(x))
+
+
+def test_l2_knn_differs_from_cosine_on_unnormalised_features():
+    f = torch.tensor([[1.0, 0.0], [10.0, 0.0], [0.0, 1.2], [0.0, 5.0]])
+    cos = adjacency_knn(f, 1, "cosine")
+    l2 = adjacency_knn(f, 1, "l2")
+    assert cos[0, 1] == 1 and cos[0, 2] == 0 and cos[2, 3] == 1  # same directions
+    assert l2[0, 2] == 1 and l2[0, 1] == 1 and l2[1, 2] == 0  # a -> c (2.44 < 26 < 81), b -> a
+    assert torch.equal(l2, l2.T) and torch.all(l2.diagonal() == 1)
+    with pytest.raises(ValueError):
+        adjacency_knn(f, 1, "manhattan")
+
+
+def test_ricap_pair_shares_boundary_and_sources_and_keeps_the_largest_corner():
+    B, H, W = 8, 12, 12
+    code = (torch.arange(B)[:, None, None] * 10000 + torch.arange(H)[None, :, None] * 100
+            + torch.arange(W)[None, None, :]).double()[:, None]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        c1, c2, indices, weights = A.ricap_pair(code, code.clone(), beta=0.3, generator=g)
+        assert c1.shape == code.shape and torch.allclose(weights.sum(1), torch.ones(B, dtype=weights.dtype))
+        assert torch.equal(c1 // 10000, c2 // 10000)  # same source image at every pixel
+        big = (weights[0] > 0.25).nonzero().flatten().tolist()
+        for c in big:
+            assert torch.equal(indices[c], torch.arange(B))
+    # crop offsets are drawn per view: the composites differ somewhere over many draws
+    assert any(not torch.equal(*A.ricap_pair(code, code.clone(), 0.3, g)[:2]) for _ in range(10))
+    with pytest.raises(ValueError):
+        A.ricap_pair(code, code[:, :, :6])
+
+
+@pytest.fixture(scope="module")
+def many_blobs():
+    """900 points in 30 Gaussian blobs in 16-d, with their 10-NN."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(30, 16)) * 2
+    y = np.repeat(np.arange(30), 30)
+    x = (centers[y] + 0.6 * rng.normal(size=(len(y), 16))).astype(np.float32)
+    return x, y, knn(x, 10).indices
+
+
+def test_large_k_keeps_every_cluster(many_blobs):
+    x, y, nb = many_blobs
+    est = LSDC(n_clusters=30, epochs=20, batch_size=128, seed=0).fit(x, nb)
+    p = est.predict_proba(x)
+    h = health_check(p.argmax(1), p.max(1), 30)
+    assert h["n_nonempty"] == 30 and h["largest_share"] <= 3 / 30
+    assert hungarian_acc(y, p.argmax(1)) >= 0.9
