@@ -4,35 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from nolabel.backbones.base import Backbone
 from nolabel.data.base import Dataset
 from nolabel.errors import NolabelError
 from nolabel.features import embed_dataset, extract_features, load_features
+from toy_backbone import D_IN, DIM, LinearBackbone
 
-N, D_IN, DIM = 30, 5, 3
-
-
-class LinearBackbone(Backbone):
-    """x -> x @ W (fixed W); counts forward calls; raises on call number ``fail_on``."""
-
-    spec = "test:linear"
-    modality = "vector"
-    dim = DIM
-
-    def __init__(self, fail_on=None):
-        super().__init__()
-        self.weight = torch.arange(D_IN * DIM, dtype=torch.float32).reshape(D_IN, DIM) / 10 - 0.7
-        self.calls = 0
-        self.fail_on = fail_on
-
-    def preprocess(self, item):
-        return torch.as_tensor(item)
-
-    def forward_batch(self, batch):
-        self.calls += 1
-        if self.calls == self.fail_on:
-            raise RuntimeError("killed")
-        return batch @ self.weight
+N = 30
 
 
 @pytest.fixture
@@ -157,7 +134,7 @@ def test_image_extraction_in_workers_channels_last_matches_a_plain_forward(tmp_p
     on more than one batch."""
     from PIL import Image
 
-    from nolabel import features
+    from nolabel import feature_batches, features
 
     rng = np.random.default_rng(0)
     arrays = rng.integers(0, 256, (40, 20, 24, 3), dtype=np.uint8)
@@ -166,7 +143,7 @@ def test_image_extraction_in_workers_channels_last_matches_a_plain_forward(tmp_p
     bb = _conv_image_backbone()
     with torch.no_grad():
         plain = bb.model(torch.stack([bb.preprocess(data.load(i)) for i in range(40)])).numpy()
-    monkeypatch.setattr(features, "available_cpus", lambda: 3)
+    monkeypatch.setattr(feature_batches, "available_cpus", lambda: 3)
     assert features.auto_workers(40, 8, bb) == 2 and features.auto_workers(8, 8, bb) == 0
     assert features.auto_workers(40, 8, LinearBackbone()) == 0  # no module, not images
     seen = []
