@@ -159,3 +159,16 @@ def test_image_extraction_in_workers_channels_last_matches_a_plain_forward(tmp_p
     np.testing.assert_allclose(emb.array, plain, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(embed_dataset(data, bb, batch_size=16, num_workers=0), plain, rtol=1e-5, atol=1e-6)
     assert bb.model[0].weight.is_contiguous() and torch.is_grad_enabled()
+
+
+def test_non_finite_vectors_are_refused_naming_the_item(tmp_path):
+    from nolabel import backbones
+
+    x = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
+    x[7, 2] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    data = Dataset(name="x", modality="vector", source=np.load(tmp_path / "x.npy", mmap_mode="r"),
+                   ids=[str(i) for i in range(12)])
+    with pytest.raises(NolabelError, match=r"features of item 7 are NaN or inf") as err:
+        extract_features(data, backbones.get("pixels", device="cpu"), tmp_path / "f.npy", batch_size=5, progress=False)
+    assert "\n" not in str(err.value)

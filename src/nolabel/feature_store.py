@@ -145,7 +145,8 @@ def finish_rows(feats: torch.Tensor, normalize: bool, dtype: str, row: int, dim:
         raise RuntimeError(f"backbone returned shape {tuple(x.shape)} for rows from {row}, expected (B, {dim})")
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
-        raise NolabelError(f"the backbone produced NaN or inf for item {row + int(np.flatnonzero(bad)[0])}; check that item and the model")
+        raise NolabelError(f"the features of item {row + int(np.flatnonzero(bad)[0])} are NaN or inf; check that item "
+                           "(vectors given as data must be finite) and the model")
     if normalize:  # norms in float64: finite float32 values up to 3e38 must not overflow to inf (rows of zeros)
         x = (x / np.maximum(np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True), 1e-12)).astype(np.float32)
     out = x.astype(dtype)
