@@ -54,12 +54,15 @@ def test_folder_converts_every_mode_and_reports_broken_files(tmp_path):
     noisy = _png_bytes(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)))
     (tmp_path / "g_truncated.png").write_bytes(noisy[: len(noisy) // 2])
     Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "h.webp")
+    Image.fromarray(np.full((2, 3), 9, np.uint8), mode="L").save(tmp_path / "i_gray.pgm")  # ORL-style faces
+    Image.fromarray(np.full((2, 2, 3), (0, 250, 0), np.uint8)).save(tmp_path / "j_anim.gif")
     (tmp_path / "notes.txt").write_text("not an image")
     Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / ".hidden.png")
 
     with pytest.warns(UserWarning, match=r"skipped 2 unreadable image\(s\).*f_corrupt\.jpg.*g_truncated\.png"):
         data = load_image_folder(tmp_path)
-    assert data.ids == ["a_rgb.JPG", "b_gray.png", "c_palette.png", "d_rgba.png", "e_16bit.png", "e_32bit.tif", "h.webp"]
+    assert data.ids == ["a_rgb.JPG", "b_gray.png", "c_palette.png", "d_rgba.png", "e_16bit.png", "e_32bit.tif", "h.webp",
+                        "i_gray.pgm", "j_anim.gif"]
     assert data.skipped == ["f_corrupt.jpg", "g_truncated.png"]
     assert data.labels is None and data.class_names is None and data.modality == "image"
     images = [pixels(data.load(i)) for i in range(len(data))]
@@ -71,10 +74,11 @@ def test_folder_converts_every_mode_and_reports_broken_files(tmp_path):
     assert images[3][1, 0].tolist() == [127, 127, 127]
     assert images[4][0, :, 0].tolist() == [0, 100, 255]
     assert images[5][0, :, 0].tolist() == [255, 7, 0]
+    assert (images[7] == 9).all() and np.abs(images[8].astype(int) - (0, 250, 0)).max() <= 8  # GIF: a palette
 
     # Without verification the broken file is listed, and loading it is a one-line error.
     unverified = load_image_folder(tmp_path, verify=False)
-    assert len(unverified) == 9 and unverified.skipped == []
+    assert len(unverified) == 11 and unverified.skipped == []
     with pytest.raises(NolabelError, match="cannot read image .*f_corrupt.jpg"):
         unverified.load(unverified.ids.index("f_corrupt.jpg"))
 
