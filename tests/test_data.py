@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import io
 import pickle
 import tarfile
@@ -491,3 +492,23 @@ def test_items_dataset(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(load_dataset(str(tmp_path / "one.png"))) == 1
+
+
+def test_jsonl_documents_labels_and_bad_lines(tmp_path):
+    from nolabel.data import load_dataset
+
+    path = tmp_path / "posts.jsonl"
+    lines = [{"id": 7, "title": "how to sort a list", "label": "python"}, {"id": 8, "title": "  ", "label": "java"},
+             {"id": 9, "title": "hashmap vs treemap", "label": "java"}, {"title": "list comprehension", "label": "python"}]
+    path.write_text("\n".join(json.dumps(r) for r in lines) + "\n\n")
+    with pytest.warns(UserWarning, match=r"skipped 1 blank document"):
+        data = load_dataset(path)
+    assert data.modality == "text" and data.source == ["how to sort a list", "hashmap vs treemap", "list comprehension"]
+    assert data.class_names == ["java", "python"] and data.labels.tolist() == [1, 0, 1] and data.skipped == ["1"]
+    assert load_dataset(f"jsonl:{path}", text_columns="label").source[0] == "python"
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": oops}\n')
+    with pytest.raises(NolabelError, match=r"bad.jsonl line 2 is not JSON"):
+        load_dataset(tmp_path / "bad.jsonl")
+    (tmp_path / "list.jsonl").write_text('["a", "b"]\n')
+    with pytest.raises(NolabelError, match=r"line 1 holds a list, not an object"):
+        load_dataset(tmp_path / "list.jsonl")

@@ -54,7 +54,7 @@ def embed(
     fp16: bool = typer.Option(False, "--fp16", help="Store embeddings as float16."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
     workers: Optional[int] = typer.Option(None, help="DataLoader worker processes for image decoding (default: from the CPUs)."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="CSV/TSV: the column (name or index) holding the text."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="CSV/TSV/JSONL: the column or key (name or index) holding the text."),
 ) -> None:
     """Extract features of DATA with a frozen backbone (resumes a killed run)."""
     from . import backbones
@@ -293,7 +293,7 @@ def run(
     out: Path = typer.Option(Path("runs/run"), "--out", "-o", help="Run folder: every stage is cached here, keyed by its settings."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip writing report.html."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="CSV/TSV: the column (name or index) holding the text."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="CSV/TSV/JSONL: the column or key (name or index) holding the text."),
 ) -> None:
     """Run the whole chain: features -> neighbours -> methods -> evaluation -> report."""
     from .pipeline import Pipeline, RunConfig

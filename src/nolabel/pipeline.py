@@ -408,13 +408,13 @@ class Pipeline:
         return self._dataset
 
     def _data_options(self, spec: Any) -> dict[str, Any]:
-        """Loader keywords from the config: ``text_columns`` for CSV/TSV data."""
+        """Loader keywords from the config: ``text_columns`` for CSV/TSV/JSONL data."""
         column = self.config.text_column
         if column is None:
             return {}
         text = str(spec)
-        if not (text.startswith("csv:") or Path(text).suffix.lower() in (".csv", ".tsv")):
-            raise NolabelError(f"--text-column applies to CSV/TSV data, not to {text}")
+        if not (text.startswith(("csv:", "jsonl:")) or Path(text).suffix.lower() in (".csv", ".tsv", ".jsonl")):
+            raise NolabelError(f"--text-column applies to CSV/TSV/JSONL data, not to {text}")
         return {"text_columns": int(column) if column.lstrip("-").isdigit() else column}
 
     @property
