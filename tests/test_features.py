@@ -99,9 +99,13 @@ def test_load_features_rejects_broken_files(tmp_path, dataset):
     side.write_text(json.dumps(dict(meta, count=N + 1)))
     with pytest.raises(NolabelError, match="sidecar says"):
         load_features(tmp_path / "f.npy")
-    side.unlink()
-    with pytest.raises(NolabelError, match="no sidecar"):
-        load_features(tmp_path / "f.npy")
+    side.unlink()  # embeddings made elsewhere: read as they are, with a warning
+    with pytest.warns(UserWarning, match=r"f.npy has no sidecar f.json: read as plain \(30, 3\) embeddings"):
+        plain = load_features(tmp_path / "f.npy")
+    assert plain.meta == {"count": N, "dim": DIM, "dtype": "float32", "sidecar": False}
+    np.save(tmp_path / "ints.npy", np.arange(6).reshape(3, 2))
+    with pytest.raises(NolabelError, match=r"no sidecar ints.json and holds a \(3, 2\) int64 array"):
+        load_features(tmp_path / "ints.npy")
     (tmp_path / "g.npy").write_bytes(b"garbage")
     (tmp_path / "g.json").write_text(json.dumps(meta))
     with pytest.raises(NolabelError, match="not a readable"):

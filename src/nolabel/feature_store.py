@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,7 +56,10 @@ def partial_paths(path: Path) -> tuple[Path, Path]:
 
 
 def load_features(path: str | os.PathLike) -> Embeddings:
-    """Open embeddings written by :func:`extract_features` (read-only memory map)."""
+    """Open embeddings written by :func:`extract_features` (read-only memory map).
+
+    A ``.npy`` without its sidecar (embeddings made elsewhere) is read as it is when it
+    holds an (N, d) floating-point array, with a warning; anything else is an error."""
     path = Path(path)
     side = sidecar_path(path)
     if not path.is_file():
@@ -66,13 +70,20 @@ def load_features(path: str | os.PathLike) -> Embeddings:
     try:
         meta = read_json(side)
     except FileNotFoundError:
-        raise NolabelError(f"{path} has no sidecar {side.name}; re-run `nolabel embed`") from None
+        meta = None
     except (OSError, ValueError):
         raise NolabelError(f"sidecar {side} is unreadable or corrupt; re-run `nolabel embed`") from None
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError):
         raise NolabelError(f"{path} is not a readable .npy file; re-run `nolabel embed`") from None
+    if meta is None:
+        if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
+            raise NolabelError(f"{path} has no sidecar {side.name} and holds a {array.shape} {array.dtype} array, "
+                               "not (N, d) floating-point embeddings; make them with `nolabel embed`")
+        warnings.warn(f"{path} has no sidecar {side.name}: read as plain ({array.shape[0]}, {array.shape[1]}) "
+                      "embeddings made elsewhere", stacklevel=2)
+        meta = {"count": int(array.shape[0]), "dim": int(array.shape[1]), "dtype": str(array.dtype), "sidecar": False}
     if not isinstance(meta, dict) or not {"count", "dim", "dtype"} <= meta.keys():
         raise NolabelError(f"sidecar {side} lacks count/dim/dtype; re-run `nolabel embed`")
     if array.shape != (meta["count"], meta["dim"]) or str(array.dtype) != meta["dtype"]:
