@@ -617,9 +617,12 @@ def backbone_identity(spec: str) -> dict[str, Any]:
 
 def _features_problem(path: Path) -> str | None:
     """None when the features, their sidecar and item index load and agree, else what is wrong."""
-    from .features import load_features
-    from .items import load_items
+    from .features import load_features, sidecar_path
+    from .items import items_path, load_items
 
+    for needed in (sidecar_path(path), items_path(path)):  # a stage's features always have both
+        if not needed.is_file():
+            return f"{needed.name} is missing"
     try:
         emb = load_features(path)
         items = load_items(path)
