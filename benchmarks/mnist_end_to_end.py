@@ -122,7 +122,8 @@ def run_seed(args, data, labels, images, pretext: Path, seed: int) -> dict:
         settings = dict(epochs=args.lsdc_epochs, batch_size=256, lr=args.lsdc_lr, weight_decay=args.lsdc_weight_decay,
                         optimizer=args.lsdc_optimizer, ricap=0.3, adjacency="knn", adjacency_k=args.lsdc_k,
                         knn_metric=args.lsdc_knn_metric, anchor=args.lsdc_anchor, frozen_bn=args.lsdc_frozen_bn,
-                        rampup_epochs=args.lsdc_rampup, train_blocks=args.lsdc_train_blocks)
+                        rampup_epochs=args.lsdc_rampup, train_blocks=args.lsdc_train_blocks,
+                        entropy_weight=args.lsdc_entropy_weight)
         ls = LSDC.for_network(**settings, **common).fit_dataset(data, pretext, out_dir=out / "lsdc")
         h = history(out / "lsdc")
         stages["lsdc"] = metrics(labels, ls.predict_proba_dataset(data)) | settings | {
@@ -174,6 +175,7 @@ def main() -> None:
     parser.add_argument("--lsdc-anchor", choices=("augmented", "clean"), default="augmented")
     parser.add_argument("--lsdc-frozen-bn", choices=("train", "eval"), default="train")
     parser.add_argument("--lsdc-train-blocks", type=int, default=1)
+    parser.add_argument("--lsdc-entropy-weight", type=float, default=0.0)
     parser.add_argument("--subset", type=int, default=0, help="train and score on the first N test images only")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
