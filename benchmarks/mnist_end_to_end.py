@@ -16,12 +16,12 @@ Stages (labels are read only to score each stage, never to choose anything):
 4. ``SelfLabel.for_network(base=scan).fit_dataset`` from the SCAN model (threshold 0.99, 10 epochs instead
    of SCAN's 200 for the CPU budget);
 5. ``LSDC.for_network(...).fit_dataset`` from the same pretext checkpoint with the paper's MNIST row
-   (supplementary table 1: 15 epochs, in-batch 10-NN adjacency, lambda 5, ramp-up T 50,
-   batch 256, RICAP), only the last conv block and the head trained (the paper freezes
-   all but the last macro-block); optimiser Adam lr 1e-3, weight decay 1e-4 (as frozen
-   LSD-C) instead of the paper's SGD lr 0.1: with SGD 0.1 this network's predictions
-   stay at the uniform solution (training BCE 0.222 -> 0.209 in 15 epochs, a label-free
-   sign; ``--lsdc-optimizer sgd --lsdc-lr 0.1 --lsdc-weight-decay 5e-4`` reproduces it).
+   (supplementary table 1: SGD lr 0.1, momentum 0.9, weight decay 5e-4, 15 epochs, in-batch
+   10-NN adjacency, lambda 5, ramp-up T 50, batch 256, RICAP 0.3) and the authors' code path
+   (augmented anchor, two RICAP composites for the consistency, kNN by squared L2 on the raw
+   features, one forward pass per view, frozen BatchNorm in training mode), only the last
+   conv block and the head trained (the paper freezes all but the last macro-block);
+   ``--lsdc-*`` options change each of these. ``--stages lsdc --tag NAME`` runs this stage alone.
 Each stage records ACC / NMI / ARI (:func:`nolabel.metrics.evaluate`) and wall time.
 Runs resume from ``--out`` (default ``../runs/mnist_end_to_end``). Results go to
 benchmarks/results/mnist_end_to_end.{json,md} (``.quick`` for ``--quick``).
