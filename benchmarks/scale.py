@@ -57,16 +57,16 @@ def _cpu_seconds() -> float:
     return use.ru_utime + use.ru_stime
 
 
-def features(work: Path, n: int, d: int, kind: str = "unit") -> Path:
-    """(N, d) float32 unit rows at ``work/KIND_N_d.npy``, written once in chunks: ``unit`` are
+def features(work: Path, n: int, d: int, kind: str = "unit", dtype: str = "float32") -> Path:
+    """(N, d) unit rows of ``dtype`` at ``work/KIND_N_d[_float16].npy``, written once in chunks: ``unit`` are
     uniformly random directions; ``clustered`` are 1,000 random centres plus Gaussian noise
     (per-coordinate std 1.5 / sqrt(d), i.e. noise norm 1.5 x the centre's), normalised."""
-    path = work / f"{kind}_{n}_{d}.npy"
+    path = work / (f"{kind}_{n}_{d}.npy" if dtype == "float32" else f"{kind}_{n}_{d}_{dtype}.npy")
     if path.exists():
         return path
     work.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, d))
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, d))
     rng = np.random.default_rng(n * 1000 + d)
     centres = rng.standard_normal((1000, d), dtype=np.float32) / np.sqrt(d)
     for s in range(0, n, 65536):
