@@ -6,6 +6,7 @@ import torch
 
 from nolabel import methods
 from nolabel.errors import NolabelError
+from nolabel import memory
 from nolabel.methods import base, heads_base
 from nolabel.methods.heads_base import StreamedRows
 from nolabel.neighbors import knn
@@ -26,14 +27,14 @@ def memmap(tmp_path, x):
 @pytest.fixture
 def no_budget(monkeypatch):
     """Every array counts as larger than the in-memory budget."""
-    monkeypatch.setattr(base, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(memory, "IN_MEMORY_BYTES", 0)
 
 
 def test_validate_keeps_a_large_memmap_and_finds_bad_rows(tmp_path, no_budget, monkeypatch):
     x = memmap(tmp_path, clustered())
     out = base.validate_embeddings(x, 4)
     assert out is x and out.dtype == np.float16  # no float32 copy
-    monkeypatch.setattr(base, "_CHUNK_BYTES", 24 * 4 * 7)  # 7-row chunks: the bad rows span chunks
+    monkeypatch.setattr(memory, "CHUNK_BYTES", 24 * 4 * 7)  # 7-row chunks: the bad rows span chunks
     bad = np.array(x)
     bad[[3, 100]] = np.inf
     with pytest.raises(NolabelError, match="NaN or inf in 2 rows \\(first: 3\\)"):
@@ -70,10 +71,88 @@ def test_streamed_heads_equal_in_memory_heads(tmp_path, monkeypatch, name, param
     seen = []
     real = heads_base.StreamedRows.__getitem__
     monkeypatch.setattr(heads_base.StreamedRows, "__getitem__", lambda self, i: seen.append(1) or real(self, i))
-    monkeypatch.setattr(base, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(memory, "IN_MEMORY_BYTES", 0)
     streamed = klass(n_clusters=4, seed=3, **params).fit(x, nb)
     assert seen  # the batches did come from the memory map
     np.testing.assert_array_equal(streamed.labels_, ref.labels_)
     for key, value in ref.head_.state_dict().items():
         assert torch.equal(streamed.head_.state_dict()[key], value), key
     np.testing.assert_array_equal(streamed.predict_proba(x), ref.predict_proba(x))
+
+
+@pytest.mark.parametrize("backend, extra", [("faiss", {}), ("faiss-ivf", {"nlist": 6, "nprobe": 6})])
+def test_knn_above_the_budget_stores_float16_with_measured_recall(tmp_path, no_budget, backend, extra):
+    import faiss
+
+    x = memmap(tmp_path, clustered(n=400, d=32))
+    exact = knn(np.array(x, dtype=np.float32), 8, backend="faiss")
+    made = []
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("IndexScalarQuantizer", "IndexIVFScalarQuantizer"):
+            real = getattr(faiss, name)
+            mp.setattr(faiss, name, lambda *a, _real=real, _name=name: made.append(_name) or _real(*a))
+        approx = knn(x, 8, backend=backend, **extra)
+    assert made == ["IndexScalarQuantizer" if backend == "faiss" else "IndexIVFScalarQuantizer"]
+    hits = np.mean([len(set(a) & set(e)) / 8 for a, e in zip(approx.indices, exact.indices)])
+    assert hits > 0.97 and approx.recall > 0.97  # float16 rounding swaps only near-ties
+    np.testing.assert_allclose(approx.similarities, exact.similarities, atol=2e-3)
+
+
+class FakeCloner:
+    """Stands in for faiss.GpuMultipleClonerOptions on a CPU-only faiss."""
+    shard = useFloat16 = None
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """A faiss that reports one GPU; cloning to it records the options and keeps the CPU index."""
+    import faiss
+
+    clones = []
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "GpuMultipleClonerOptions", FakeCloner, raising=False)
+    monkeypatch.setattr(faiss, "GpuParameterSpace", faiss.ParameterSpace, raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus",
+                        lambda index, co=None, ngpu=-1: clones.append((type(index).__name__, co.shard, co.useFloat16)) or index,
+                        raising=False)
+    return clones
+
+
+@pytest.mark.parametrize("budget, fp16", [(None, False), (0, True)])
+def test_faiss_uses_the_gpus_when_present(fake_gpu, monkeypatch, budget, fp16):
+    if budget is not None:
+        monkeypatch.setattr(memory, "IN_MEMORY_BYTES", budget)
+    x = clustered(n=300, d=16, dtype=np.float32)
+    flat = knn(x, 5, backend="faiss")
+    assert fake_gpu == [("IndexFlatIP", True, fp16)]  # fp16: the GPU stores float16, not an SQ index
+    ivf = knn(x, 5, backend="faiss-ivf", nlist=4, nprobe=4)
+    assert fake_gpu[1] == ("IndexIVFScalarQuantizer" if fp16 else "IndexIVFFlat", True, False)
+    same = np.mean([len(set(a) & set(e)) / 5 for a, e in zip(ivf.indices, flat.indices)])
+    assert same > (0.97 if fp16 else 0.999)  # every list probed: exact up to the float16 lists' rounding
+
+
+def test_gpu_nprobe_is_capped(fake_gpu, monkeypatch):
+    import nolabel.neighbors as nbm
+
+    monkeypatch.setattr(nbm, "GPU_MAX_NPROBE", 2)
+    x = np.random.default_rng(7).normal(size=(800, 24)).astype(np.float32)  # no structure: wants every list
+    nb = knn(x, 10, backend="faiss-ivf", nlist=16)
+    assert nb.search["nprobe"] == 2 and nb.recall < 0.9
+
+
+def test_kmeans_uses_the_gpus_when_present(monkeypatch):
+    import faiss
+
+    calls = []
+    real = faiss.Kmeans
+
+    def spy(d, k, **kw):
+        calls.append(kw.pop("gpu", False))
+        return real(d, k, **kw)
+
+    monkeypatch.setattr(faiss, "Kmeans", spy)
+    x = clustered(n=300, d=16, dtype=np.float32)
+    methods.get("kmeans")(n_clusters=4, backend="faiss", n_init=1).fit(x)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 2)
+    methods.get("kmeans")(n_clusters=4, backend="faiss", n_init=1).fit(x)
+    assert calls == [False, True]

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import inspect
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import NolabelError
 from ..io import atomic_path, read_json, write_json
+from ..memory import as_float32, row_chunks
 
 
 class ClusterMethod(ABC):
@@ -128,30 +128,10 @@ def default_param(cls: type, name: str) -> Any:
     return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
-#: float32 bytes up to which validated embeddings are one in-memory float32 array; a larger
-#: input (e.g. a memory-mapped float16 .npy) stays as it is and is read in row chunks.
-#: ``NOLABEL_IN_MEMORY_MIB`` overrides it.
-IN_MEMORY_BYTES = int(float(os.environ.get("NOLABEL_IN_MEMORY_MIB", 512)) * 2**20)
-_CHUNK_BYTES = 64 << 20  # rows are checked in chunks of about this many float32 bytes
-
-
-def in_memory(x: np.ndarray) -> bool:
-    """Whether a float32 copy of ``x`` fits :data:`IN_MEMORY_BYTES`."""
-    return x.shape[0] * int(np.prod(x.shape[1:])) * 4 <= IN_MEMORY_BYTES
-
-
-def row_chunks(x: np.ndarray, chunk_bytes: int | None = None):
-    """``(start, float32 rows)`` over the rows of 2-D ``x``, about ``chunk_bytes`` (default
-    64 MiB) at a time."""
-    step = max(1, (chunk_bytes or _CHUNK_BYTES) // (4 * max(x.shape[1], 1)))
-    for start in range(0, len(x), step):
-        yield start, np.asarray(x[start : start + step], dtype=np.float32)
-
-
 def validate_embeddings(embeddings: Any, n_clusters: int | None) -> np.ndarray:
     """Check a (N, d) finite float matrix (and 2 <= K <= N when ``n_clusters`` is given).
 
-    Returns float32 rows in memory when they fit :data:`IN_MEMORY_BYTES`; a larger array
+    Returns float32 rows in memory when they fit :data:`nolabel.memory.IN_MEMORY_BYTES`; a larger array
     (a memory map of any float dtype) is returned unchanged, checked in row chunks."""
     x = embeddings if isinstance(embeddings, np.ndarray) else np.asarray(embeddings)
     if x.ndim != 2:
@@ -160,8 +140,7 @@ def validate_embeddings(embeddings: Any, n_clusters: int | None) -> np.ndarray:
         raise NolabelError("embeddings are empty (0 samples)")
     if x.dtype.kind not in "fiub":
         raise NolabelError(f"embeddings must be numbers, got dtype {x.dtype}")
-    if in_memory(x):
-        x = x.astype(np.float32, copy=False)
+    x = as_float32(x)
     bad = np.concatenate([start + np.flatnonzero(~np.isfinite(rows).all(axis=1)) for start, rows in row_chunks(x)])
     if len(bad):
         raise NolabelError(f"embeddings hold NaN or inf in {len(bad)} rows (first: {bad[0]}); re-extract the features")

@@ -7,7 +7,7 @@ the one the neighbours are mined in). It provides
 
 - the minibatch epochs (:meth:`HeadMethod._run_epochs`, each one
   :func:`nolabel.train.loop.train_one_epoch`): the embedding matrix lives on the device as
-  one float32 tensor when it fits :data:`~nolabel.methods.base.IN_MEMORY_BYTES`; a larger
+  one float32 tensor when it fits :data:`~nolabel.memory.IN_MEMORY_BYTES`; a larger
   one (a memory-mapped float16 .npy, say) is a :class:`StreamedRows`, whose batches are
   gathered by index from the array and converted (and normalised) per batch, with the
   same values as the in-memory tensor's rows; each epoch is a seeded ``randperm`` of the rows cut into batches
@@ -39,7 +39,8 @@ from ..device import resolve_device
 from ..errors import NolabelError
 from ..nn.heads import MultiHead, head_from_config
 from ..train.loop import make_optimizer, train_one_epoch
-from .base import ClusterMethod, in_memory
+from ..memory import in_memory
+from .base import ClusterMethod
 
 __all__ = ["HeadMethod", "StreamedRows", "make_optimizer", "perturb", "random_neighbors", "warmup_cosine", "kmeans_size_prior"]
 

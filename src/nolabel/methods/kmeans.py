@@ -17,7 +17,8 @@ Steps, each with bounded memory (the input may be a memory map of any size):
      ``max(2048, 2^ceil(log2 K))`` rows for ``epochs`` passes (code: 60);
    - ``"faiss"``: ``faiss.Kmeans`` trained on a seeded sample of at most
      ``256 K`` projected rows (faiss' own cap), started from k-means++ centres chosen on
-     ``min(sample, 50 K)`` rows; every row is then assigned in chunks;
+     ``min(sample, 50 K)`` rows; every row is then assigned in chunks; on all GPUs
+     (``faiss.Kmeans(gpu=True)``) when ``faiss.get_num_gpus() > 0``;
    - ``"auto"``: ``lloyd`` while ``N * K <= FAISS_ABOVE`` (1e6), ``faiss`` beyond.
 
 Restarts: ``n_init`` runs whose seeds are spawned from ``numpy.random.SeedSequence(seed)``
@@ -222,8 +223,9 @@ class KMeans(ClusterMethod):
         z = self._project_rows(x, sample)
         seeds_from = z[rng.choice(len(z), size=min(len(z), 50 * k), replace=False)]
         init, _ = kmeans_plusplus(seeds_from, k, random_state=seed)
+        gpu = {"gpu": True} if getattr(faiss, "get_num_gpus", lambda: 0)() > 0 else {}
         km = faiss.Kmeans(z.shape[1], k, niter=min(self.max_iter, 25), seed=seed, verbose=False,
-                          max_points_per_centroid=FAISS_POINTS_PER_CENTROID)
+                          max_points_per_centroid=FAISS_POINTS_PER_CENTROID, **gpu)
         km.train(z, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
         centers = km.centroids.copy()
         inertia = sum(_assign(rows, centers)[1].sum(dtype=np.float64) for rows in self._chunks(x))
