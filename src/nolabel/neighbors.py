@@ -9,7 +9,7 @@ Backends:
   trained on a sample and ``nprobe`` lists searched per query; rows for which the
   probed lists hold fewer than k other rows are redone exactly. Its recall@k against
   exact search is measured on ``RECALL_SAMPLE`` (1,000) seeded rows and returned in
-  :attr:`Neighbors.recall`; unless ``nprobe`` is given it starts at ``nlist // 32`` and
+  :attr:`Neighbors.recall`; unless ``nprobe`` is given it starts at 1 and
   doubles until that recall reaches ``TARGET_RECALL`` (0.9) or every list is probed
   (data without cluster structure, e.g. random vectors, needs many lists).
 - ``"auto"``: ``"torch"`` when ``device`` is a CUDA device; otherwise, with faiss
@@ -109,7 +109,7 @@ def knn(
     ``chunk_size`` caps the query rows per block (torch backend, also capped so a block
     of similarities stays under 256 MiB). ``nlist``/``nprobe`` tune ``"faiss-ivf"``
     (defaults ``round(4 sqrt(N))``, at most N/39 so each list trains on >= 39 points; and
-    the smallest of ``nlist // 32``, doubled as needed, whose recall@k on the sampled rows
+    the smallest of 1, 2, 4, ... whose recall@k on the sampled rows
     reaches ``target_recall``); ``seed`` picks its training and recall samples.
     """
     if backend not in BACKENDS:
@@ -313,7 +313,8 @@ def _search(index: Any, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[n
 
 def _faiss_ivf_knn(x: np.ndarray, k: int, nlist: int | None, nprobe: int | None, seed: int,
                    target: float) -> tuple[np.ndarray, np.ndarray, float, dict]:
-    """IVF search; ``nprobe=None`` doubles nprobe from ``nlist // 32`` until the recall on the
+    """IVF search; ``nprobe=None`` doubles nprobe from 1 (the full search costs ~ nprobe / nlist
+    of exact search, so the smallest sufficient nprobe matters at large N) until the recall on the
     sampled rows reaches ``target`` (or every list is probed). Returns indices, similarities,
     the sampled recall and the search settings."""
     faiss = _faiss()
@@ -339,7 +340,7 @@ def _faiss_ivf_knn(x: np.ndarray, k: int, nlist: int | None, nprobe: int | None,
     exact, _ = _exact_rows(x, probe_rows, k)
     queries = _unit_rows(x, probe_rows)
     most = min(nlist, GPU_MAX_NPROBE) if gpus else nlist
-    probe = min(int(nprobe), most) if nprobe is not None else max(1, nlist // 32)
+    probe = min(int(nprobe), most) if nprobe is not None else 1
     space = faiss.GpuParameterSpace() if gpus else faiss.ParameterSpace()
     while True:
         space.set_index_parameter(index, "nprobe", probe)
