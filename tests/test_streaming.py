@@ -156,3 +156,13 @@ def test_kmeans_uses_the_gpus_when_present(monkeypatch):
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: 2)
     methods.get("kmeans")(n_clusters=4, backend="faiss", n_init=1).fit(x)
     assert calls == [False, True]
+
+
+def test_kmeans_above_the_budget_takes_the_chunked_faiss_path(tmp_path, no_budget):
+    x = memmap(tmp_path, clustered(n=300, d=16))
+    small = methods.get("kmeans")(n_clusters=4, seed=0)
+    assert len(x) * 4 <= 1_000_000  # Lloyd's range by size alone
+    reference = methods.get("kmeans")(n_clusters=4, backend="faiss", n_init=3, seed=0).fit(np.array(x, dtype=np.float32))
+    small.fit(x)
+    np.testing.assert_array_equal(small.labels_, reference.labels_)
+    np.testing.assert_allclose(small.inertia_, reference.inertia_, rtol=1e-5)
