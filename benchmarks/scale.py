@@ -3,8 +3,12 @@
     nice -n 10 .venv/bin/python benchmarks/scale.py                        # the grid below
     nice -n 10 .venv/bin/python benchmarks/scale.py --stages sinkhorn,sela --n 100000 --k 1000
     .venv/bin/python benchmarks/scale.py --quick                           # seconds: N=2k/5k, K=10
+    nice -n 10 .venv/bin/python benchmarks/scale.py --append --dtype float16 --stages knn-ivf,scan --n 1281167
+    nice -n 10 .venv/bin/python benchmarks/scale.py --append --dtype float16 --stages cli-kmeans --n 100000 \
+        --k 20 --src ../old-checkout/src --label main                       # the same stage on other code
 
-Data: random unit vectors (no labels are needed), float32, written once per (N, d) to a
+Data: random unit vectors (no labels are needed), float32 or ``--dtype float16`` (as
+``nolabel embed --dtype float16`` writes them), written once per (N, d, dtype) to a
 ``.npy`` under ``--work`` (default /tmp/nolabel-scale) and memory-mapped by each stage,
 as features are in a run. Every (stage, N, d, K) runs in a fresh subprocess; wall time
 is ``time.perf_counter`` around the stage's call and peak memory is the process's
@@ -18,12 +22,14 @@ memory-mapped features) minus the resident set before loading nolabel. Stages:
 - ``sinkhorn``: ``nolabel.nn.sinkhorn.sinkhorn_knopp`` on (N, K) log-softmax of random
   logits (``lam`` 10, SeLa's default tolerance); ``sela``: a faithful re-implementation
   of SeLa's ``cpu_sk`` (float64 ``P^lam``, the same stopping rule and tolerance);
-- ``scan``: one epoch of SCAN's heads (10 heads, batch 256, k=20 neighbours mined first,
-  not timed);
-- ``kauto``: ``nolabel.kestimate.estimate_k`` with its default K range.
+- ``scan``: one epoch of SCAN's heads (10 heads, batch 256; k=20 neighbours from the
+  ``knn-*`` stage's saved file of the same data, else mined first, not timed);
+- ``kauto``: ``nolabel.kestimate.estimate_k`` with its default K range;
+- ``cli-kmeans`` / ``cli-scan``: the whole ``nolabel cluster`` command (1 SCAN epoch);
+- ``imports``: the imports alone (torch, faiss, scikit-learn, nolabel's CLI and methods).
 
 Writes benchmarks/results/scale.{json,md} and scale.png (scale.quick.* with --quick);
-exponents are least-squares slopes of log(time) on log(N) per stage at fixed (d, K).
+exponents are least-squares slopes of log(CPU time) on log(N) per stage at fixed (d, K).
 """
 from __future__ import annotations
 
@@ -41,7 +47,7 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("kmeans", "knn-exact", "knn-ivf", "sinkhorn", "sela", "scan", "kauto")
+STAGES = ("kmeans", "knn-exact", "knn-ivf", "sinkhorn", "sela", "scan", "kauto", "cli-kmeans", "cli-scan", "imports")
 
 
 def _status_kib(field: str) -> int:
@@ -209,6 +215,15 @@ def worker(args: argparse.Namespace) -> None:
         except SystemExit as exc:
             if exc.code:
                 raise
+    elif stage == "imports":  # what the CLI's imports alone cost (the baseline of every peak above)
+        t0, cpu0 = start()
+        import faiss  # noqa: F401
+        import sklearn.cluster  # noqa: F401
+        import torch  # noqa: F401
+
+        from nolabel import cli, methods  # noqa: F401
+
+        methods._load_all()
     elif stage == "kauto":
         from nolabel.kestimate import estimate_k
 
@@ -298,15 +313,23 @@ def plot(rows: list[dict], path: Path) -> None:
 
 NOTES = """Notes:
 
+- ``code``: ``branch`` is this checkout; ``main`` rows ran the same stage with ``--src`` pointing at an older
+  checkout (before chunked validation, streamed heads and float16 k-NN storage); ``budget64MiB`` is this checkout
+  with ``NOLABEL_IN_MEMORY_MIB=64``, so that a 100k x 384 array takes the large-array paths (memory map kept,
+  heads streamed, float16 index) that the default 512 MiB budget reserves for arrays whose float32 copy is larger.
+- ``cli-kmeans`` / ``cli-scan``: the whole ``nolabel cluster FEATURES --method M --k K`` command on a float16
+  memory-mapped ``.npy`` (validation, fit, prediction, scoring, the health check's reference k-means, saving);
+  ``cli-scan`` runs 1 epoch with the neighbours saved by the ``knn-ivf`` row of the same size.
 - k-means ``auto`` changes path with N*K: scikit-learn Lloyd with 10 restarts up to N*K = 1e6, faiss (3 restarts,
   trained on at most 256 K sampled rows) beyond. An exponent across the switch (K=100: Lloyd at 10k, faiss at
-  100k) is not a growth rate. On the faiss path only PCA and the assignment passes grow with N, so at 1.28M the
-  K=100 run is bounded by its 100k CPU time x 12.8 (about 85 s); K=10 at 1.28M also takes the faiss path.
-- ``scan`` is one epoch of 10 linear heads; its peak RSS includes the (untimed) k-NN mining in the same process.
-- ``knn-ivf``'s nprobe is raised until the recall@k on 1,000 sampled rows reaches 0.9 (recall column); at fixed
-  nprobe/nlist the search grows like N^1.5 (nlist ~ sqrt N), an upper bound for the 1.28M extrapolation.
-- Peak RSS counts the process from before ``import nolabel`` (torch alone is about 300-700 MiB) and the touched
-  pages of the memory-mapped features.
+  100k) is not a growth rate. On the faiss path only PCA and the assignment passes grow with N.
+- ``scan`` is one epoch of 10 linear heads (k-NN loaded from the ``knn-ivf`` row's file, else mined untimed).
+- ``knn-ivf``'s nprobe is doubled from 1 (``nlist // 32`` in rows from before 2026-12-01) until the recall@k on
+  1,000 sampled rows reaches 0.9 (recall column).
+- Peak RSS is the process's high-water mark minus its resident set before ``import nolabel``: it counts imports
+  (torch alone is about 300-700 MiB; the ``before stage`` column is the resident set after the stage's imports and
+  inputs, before its timed call) and the touched pages of the memory-mapped features. ``load`` is the 1-minute
+  load average at the end of the stage (2 cores): wall time is inflated by about load / 2 when it exceeds 2.
 """
 
 

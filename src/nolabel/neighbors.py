@@ -247,12 +247,12 @@ def _unit_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def _exact_rows(x: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k (self excluded) of query ``rows`` against all rows, scanning ``x`` in chunks
-    and keeping a running (len(rows), k) best list; similarity blocks stay under ``_CHUNK_BYTES``."""
+    and keeping a running (len(rows), k) best list; similarity blocks stay under ``_CHUNK_BYTES / 8``."""
     q = _unit_rows(x, rows)
     best_s = np.full((len(rows), k), -np.inf, dtype=np.float32)
     best_i = np.full((len(rows), k), -1, dtype=np.int64)
     for start, base in _unit_chunks(x):
-        step = max(1, _CHUNK_BYTES // (8 * len(base)))
+        step = max(1, _CHUNK_BYTES // (32 * len(base)))  # a block and its ~6 temporaries stay under _CHUNK_BYTES
         for a in range(0, len(q), step):
             s = q[a:a + step] @ base.T
             qr = rows[a:a + step]
