@@ -326,6 +326,20 @@ NOTES = """Notes:
 - ``scan`` is one epoch of 10 linear heads (k-NN loaded from the ``knn-ivf`` row's file, else mined untimed).
 - ``knn-ivf``'s nprobe is doubled from 1 (``nlist // 32`` in rows from before 2026-12-01) until the recall@k on
   1,000 sampled rows reaches 0.9 (recall column).
+- Full copies found along ``nolabel run`` / ``cluster`` on a memory-mapped float16 ``.npy`` (older code) and what
+  replaced them: (1) the run and ``cluster`` loaded the features as one float32 array (2x a float16 file): a float32
+  copy is now made only when it fits ``IN_MEMORY_BYTES`` (512 MiB, ``NOLABEL_IN_MEMORY_MIB``), else the memory map is
+  passed on; (2) ``validate_embeddings`` converted to float32 and built an (N, d) boolean finiteness mask: now
+  checked in 64 MiB row chunks; (3) the heads copied the rows to a float32 tensor and normalised it (a second
+  copy), at fit and again at every ``predict_proba`` (with an (N, K) float64 softmax): above the budget batches are
+  gathered by index from the memory map and converted per batch (``StreamedRows``; bit-identical results, tested),
+  and prediction runs in row chunks; (4) the health check's reference k-means copied and normalised all rows and
+  ran scikit-learn Lloyd on them: above N*K = 1e6 it is nolabel's chunked faiss k-means; (5) the k-NN index held
+  float32 rows (2x float16 features): above the budget it stores float16 (``QT_fp16``), recall measured;
+  (6) k-means' Lloyd path projects all rows in memory (and scikit-learn centres a copy): ``auto`` takes the
+  chunked faiss path above the budget. Left: SCAN's head selection computes (H, N, K) logits and their softmax
+  over all rows (``scan.py``), a ``kmeans`` size prior materialises the rows, the torch k-NN backend normalises a
+  float32 copy, and ``network_run.py`` loads float32.
 - Peak RSS is the process's high-water mark minus its resident set before ``import nolabel``: it counts imports
   (torch alone is about 300-700 MiB; the ``before stage`` column is the resident set after the stage's imports and
   inputs, before its timed call) and the touched pages of the memory-mapped features. ``load`` is the 1-minute
