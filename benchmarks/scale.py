@@ -3,8 +3,12 @@
     nice -n 10 .venv/bin/python benchmarks/scale.py                        # the grid below
     nice -n 10 .venv/bin/python benchmarks/scale.py --stages sinkhorn,sela --n 100000 --k 1000
     .venv/bin/python benchmarks/scale.py --quick                           # seconds: N=2k/5k, K=10
+    nice -n 10 .venv/bin/python benchmarks/scale.py --append --dtype float16 --stages knn-ivf,scan --n 1281167
+    nice -n 10 .venv/bin/python benchmarks/scale.py --append --dtype float16 --stages cli-kmeans --n 100000 \
+        --k 20 --src ../old-checkout/src --label main                       # the same stage on other code
 
-Data: random unit vectors (no labels are needed), float32, written once per (N, d) to a
+Data: random unit vectors (no labels are needed), float32 or ``--dtype float16`` (as
+``nolabel embed --dtype float16`` writes them), written once per (N, d, dtype) to a
 ``.npy`` under ``--work`` (default /tmp/nolabel-scale) and memory-mapped by each stage,
 as features are in a run. Every (stage, N, d, K) runs in a fresh subprocess; wall time
 is ``time.perf_counter`` around the stage's call and peak memory is the process's
@@ -18,12 +22,14 @@ memory-mapped features) minus the resident set before loading nolabel. Stages:
 - ``sinkhorn``: ``nolabel.nn.sinkhorn.sinkhorn_knopp`` on (N, K) log-softmax of random
   logits (``lam`` 10, SeLa's default tolerance); ``sela``: a faithful re-implementation
   of SeLa's ``cpu_sk`` (float64 ``P^lam``, the same stopping rule and tolerance);
-- ``scan``: one epoch of SCAN's heads (10 heads, batch 256, k=20 neighbours mined first,
-  not timed);
-- ``kauto``: ``nolabel.kestimate.estimate_k`` with its default K range.
+- ``scan``: one epoch of SCAN's heads (10 heads, batch 256; k=20 neighbours from the
+  ``knn-*`` stage's saved file of the same data, else mined first, not timed);
+- ``kauto``: ``nolabel.kestimate.estimate_k`` with its default K range;
+- ``cli-kmeans`` / ``cli-scan``: the whole ``nolabel cluster`` command (1 SCAN epoch);
+- ``imports``: the imports alone (torch, faiss, scikit-learn, nolabel's CLI and methods).
 
 Writes benchmarks/results/scale.{json,md} and scale.png (scale.quick.* with --quick);
-exponents are least-squares slopes of log(time) on log(N) per stage at fixed (d, K).
+exponents are least-squares slopes of log(CPU time) on log(N) per stage at fixed (d, K).
 """
 from __future__ import annotations
 
@@ -41,7 +47,7 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("kmeans", "knn-exact", "knn-ivf", "sinkhorn", "sela", "scan", "kauto")
+STAGES = ("kmeans", "knn-exact", "knn-ivf", "sinkhorn", "sela", "scan", "kauto", "cli-kmeans", "cli-scan", "imports")
 
 
 def _status_kib(field: str) -> int:
@@ -57,16 +63,16 @@ def _cpu_seconds() -> float:
     return use.ru_utime + use.ru_stime
 
 
-def features(work: Path, n: int, d: int, kind: str = "unit") -> Path:
-    """(N, d) float32 unit rows at ``work/KIND_N_d.npy``, written once in chunks: ``unit`` are
+def features(work: Path, n: int, d: int, kind: str = "unit", dtype: str = "float32") -> Path:
+    """(N, d) unit rows of ``dtype`` at ``work/KIND_N_d[_float16].npy``, written once in chunks: ``unit`` are
     uniformly random directions; ``clustered`` are 1,000 random centres plus Gaussian noise
     (per-coordinate std 1.5 / sqrt(d), i.e. noise norm 1.5 x the centre's), normalised."""
-    path = work / f"{kind}_{n}_{d}.npy"
+    path = work / (f"{kind}_{n}_{d}.npy" if dtype == "float32" else f"{kind}_{n}_{d}_{dtype}.npy")
     if path.exists():
         return path
     work.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, d))
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, d))
     rng = np.random.default_rng(n * 1000 + d)
     centres = rng.standard_normal((1000, d), dtype=np.float32) / np.sqrt(d)
     for s in range(0, n, 65536):
@@ -110,27 +116,54 @@ def _logits(n: int, k: int, seed: int = 0):
     return torch.randn(n, k, generator=g) * 3.0
 
 
+def _neighbors_file(work: Path, n: int, d: int, dtype: str) -> Path:
+    return work / f"knn20_clustered_{n}_{d}_{dtype}.npz"
+
+
+def _cluster_files(path: Path, n: int, d: int, dtype: str) -> Path:
+    """``path`` as `nolabel embed` output: the .npy beside its sidecar and item index (ids only)."""
+    from nolabel.io import save_npz, write_json
+
+    folder = path.parent / f"embed_{path.stem}"
+    folder.mkdir(exist_ok=True)
+    npy = folder / "x.npy"
+    if not npy.exists():
+        npy.symlink_to(path)
+        write_json(folder / "x.json", {"count": n, "dim": d, "dtype": dtype})
+        save_npz(folder / "x.items.npz", ids=np.arange(n).astype(str))
+    return npy
+
+
 def worker(args: argparse.Namespace) -> None:
     """One stage in this fresh process; prints one JSON line."""
     base_kib = _status_kib("VmRSS")
-    kind = "clustered" if args.stage in ("knn-exact", "knn-ivf", "scan") else "unit"
-    x = np.load(features(Path(args.work), args.n, args.d, kind), mmap_mode="r")
+    kind = "clustered" if args.stage in ("knn-exact", "knn-ivf", "scan", "cli-scan", "cli-kmeans") else "unit"
+    work = Path(args.work)
+    path = features(work, args.n, args.d, kind, args.dtype)
+    x = np.load(path, mmap_mode="r")
     info: dict = {"data": kind}
     stage, n, k = args.stage, args.n, args.k
+
+    def start():
+        info["ready_mib"] = round((_status_kib("VmRSS") - base_kib) / 1024)  # imports and inputs, before the stage
+        return time.perf_counter(), _cpu_seconds()
+
     if stage == "kmeans":
         from nolabel import methods
 
-        t0, cpu0 = time.perf_counter(), _cpu_seconds()
-        km = methods.get("kmeans")(n_clusters=k, seed=0).fit(x)
+        klass = methods.get("kmeans")
+        t0, cpu0 = start()
+        km = klass(n_clusters=k, seed=0).fit(x)
         info["inertia"] = km.inertia_
     elif stage in ("knn-exact", "knn-ivf"):
         from nolabel.neighbors import knn
 
-        t0, cpu0 = time.perf_counter(), _cpu_seconds()
+        t0, cpu0 = start()
         nb = knn(x, 20, backend="faiss" if stage == "knn-exact" else "faiss-ivf")
         info["recall"] = round(nb.recall, 4)
         if nb.search:
             info["search"] = nb.search
+        nb.save(_neighbors_file(work, n, args.d, args.dtype))
     elif stage in ("sinkhorn", "sela"):
         import torch
 
@@ -138,12 +171,12 @@ def worker(args: argparse.Namespace) -> None:
         if stage == "sela":
             ps = lp.double().exp_().numpy()
             del lp
-            t0, cpu0 = time.perf_counter(), _cpu_seconds()
+            t0, cpu0 = start()
             labels, iters = sela_cpu_sk(ps, 10.0)
         else:
             from nolabel.nn.sinkhorn import solve_inplace
 
-            t0, cpu0 = time.perf_counter(), _cpu_seconds()
+            t0, cpu0 = start()
             q = np.empty((n, k), dtype=np.float32)
             iters = solve_inplace(lp.numpy(), q, 10.0, 0.1, 1000, 10, np.full(k, 1.0 / k))
             labels = q.argmax(axis=1)
@@ -152,15 +185,49 @@ def worker(args: argparse.Namespace) -> None:
         info["cluster_size_min_max"] = [int(sizes.min()), int(sizes.max())]
     elif stage == "scan":
         from nolabel import methods
-        from nolabel.neighbors import knn
+        from nolabel.neighbors import Neighbors, knn
 
-        nb = knn(x, 20, backend="faiss-ivf" if n >= 50_000 else "faiss")
-        t0, cpu0 = time.perf_counter(), _cpu_seconds()
-        methods.get("scan")(n_clusters=k, epochs=1, seed=0).fit(x, nb.indices)
+        saved = _neighbors_file(work, n, args.d, args.dtype)
+        if saved.exists():
+            indices = Neighbors.load(saved).indices
+            info["neighbors"] = "saved by knn-ivf/knn-exact"
+        else:
+            indices = knn(x, 20, backend="faiss-ivf" if n >= 50_000 else "faiss").indices
+            info["neighbors"] = "mined in this process (untimed)"
+        klass = methods.get("scan")
+        t0, cpu0 = start()
+        klass(n_clusters=k, epochs=1, seed=0).fit(x, indices)
+    elif stage in ("cli-scan", "cli-kmeans"):
+        from nolabel.cli import app
+
+        npy = _cluster_files(path, n, args.d, args.dtype)
+        method = stage.split("-")[1]
+        cmd = ["cluster", str(npy), "--method", method, "--k", str(k), "--out", str(work / f"out_{stage}_{n}_{args.d}_{args.dtype}")]
+        if method == "scan":
+            cmd += ["-p", "scan.epochs=1"]
+            saved = _neighbors_file(work, n, args.d, args.dtype)
+            if saved.exists():
+                cmd += ["--neighbors", str(saved)]
+                info["neighbors"] = "saved by knn-ivf/knn-exact"
+        t0, cpu0 = start()
+        try:
+            app(cmd, standalone_mode=False)
+        except SystemExit as exc:
+            if exc.code:
+                raise
+    elif stage == "imports":  # what the CLI's imports alone cost (the baseline of every peak above)
+        t0, cpu0 = start()
+        import faiss  # noqa: F401
+        import sklearn.cluster  # noqa: F401
+        import torch  # noqa: F401
+
+        from nolabel import cli, methods  # noqa: F401
+
+        methods._load_all()
     elif stage == "kauto":
         from nolabel.kestimate import estimate_k
 
-        t0, cpu0 = time.perf_counter(), _cpu_seconds()
+        t0, cpu0 = start()
         est = estimate_k(x, seed=0)
         info["k_pick"] = est.k
         info["k_range"] = [est.candidates[0], est.candidates[-1]]
@@ -169,38 +236,56 @@ def worker(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu0
     peak = _status_kib("VmHWM") - base_kib
-    print(json.dumps({"stage": stage, "n": n, "d": args.d, "k": k, "seconds": seconds, "cpu_seconds": cpu, "peak_mib": peak / 1024,
-                      "features_mib": n * args.d * 4 / 2**20, **info}))
+    print(json.dumps({"stage": stage, "n": n, "d": args.d, "k": k, "dtype": args.dtype, "label": args.label, "seconds": seconds,
+                      "cpu_seconds": cpu, "peak_mib": peak / 1024, "features_mib": n * args.d * np.dtype(args.dtype).itemsize / 2**20,
+                      "loadavg": round(os.getloadavg()[0], 1), **info}))
 
 
-def run_one(stage: str, n: int, d: int, k: int, work: str, threads: int, timeout: float) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE",
+def run_one(stage: str, n: int, d: int, k: int, args: argparse.Namespace) -> dict:
+    """``stage`` in a fresh worker process (``--src`` on its PYTHONPATH)."""
+    threads = args.threads
+    env = dict(os.environ, PYTHONPATH=args.src, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE",
                OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [sys.executable, __file__, "--worker", stage, "--n", str(n), "--d", str(d), "--k", str(k), "--work", work]
+    cmd = [sys.executable, __file__, "--worker", stage, "--n", str(n), "--d", str(d), "--k", str(k), "--work", args.work,
+           "--dtype", args.dtype, "--label", args.label]
+    head = {"stage": stage, "n": n, "d": d, "k": k, "dtype": args.dtype, "label": args.label}
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
     except subprocess.TimeoutExpired:
-        return {"stage": stage, "n": n, "d": d, "k": k, "error": f"over {timeout:.0f} s"}
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+        return {**head, "error": f"over {args.timeout:.0f} s"}
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith('{"stage"')]
     if out.returncode or not lines:
-        return {"stage": stage, "n": n, "d": d, "k": k, "error": out.stderr.strip().splitlines()[-1:] or ["failed"]}
+        return {**head, "error": out.stderr.strip().splitlines()[-1:] or ["failed"]}
     return dict(json.loads(lines[-1]), threads=threads)
 
 
-def exponents(rows: list[dict]) -> list[dict]:
-    """Slope of log(CPU seconds) on log(N) per (stage, d, K) with at least two sizes."""
+def key(r: dict) -> tuple:
+    """A row's identity: stage, sizes, dtype and the code's label."""
+    return r["stage"], r["n"], r["d"], r["k"], r.get("dtype", "float32"), r.get("label", "")
+
+
+def _series(rows: list[dict]) -> dict:
+    """``{(stage, label, d, K): [(N, CPU s, dtype)]}`` over the rows that finished."""
     groups: dict = {}
     for r in rows:
         if "cpu_seconds" in r:
-            groups.setdefault((r["stage"], r["d"], r["k"]), []).append((r["n"], r["cpu_seconds"]))
+            groups.setdefault((r["stage"], r.get("label", ""), r["d"], r["k"]), []).append(
+                (r["n"], r["cpu_seconds"], r.get("dtype", "float32")))
+    return groups
+
+
+def exponents(rows: list[dict]) -> list[dict]:
+    """Slope of log(CPU seconds) on log(N) per (stage, code label, d, K) with at least two
+    sizes (float32 and float16 features together: the dtype is listed with each size)."""
     out = []
-    for (stage, d, k), pts in sorted(groups.items()):
+    for (stage, label, d, k), pts in sorted(_series(rows).items()):
         if len({p[0] for p in pts}) >= 2:
             ln = np.log([p[0] for p in pts])
             lt = np.log([max(p[1], 1e-6) for p in pts])
             slope = float(np.polyfit(ln, lt, 1)[0])
-            n_max, t_max = max(pts)
-            out.append({"stage": stage, "d": d, "k": k, "exponent": round(slope, 2), "sizes": sorted(p[0] for p in pts),
+            n_max, t_max, _ = max(pts)
+            out.append({"stage": stage, "label": label, "d": d, "k": k, "exponent": round(slope, 2),
+                        "sizes": [f"{p[0]} {p[2]}" for p in sorted(pts)],
                         "cpu_s_at_1.28M": round(t_max * (1_281_167 / n_max) ** slope, 1)})
     return out
 
@@ -212,13 +297,10 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    groups: dict = {}
-    for r in rows:
-        if "cpu_seconds" in r:
-            groups.setdefault((r["stage"], r["d"], r["k"]), []).append((r["n"], r["cpu_seconds"]))
-    for (stage, d, k), pts in sorted(groups.items()):
+    for (stage, label, d, k), pts in sorted(_series(rows).items()):
         pts.sort()
-        ax.loglog([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{stage} d={d} K={k}")
+        name = f"{stage}{' (' + label + ')' if label else ''} d={d} K={k}"
+        ax.loglog([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
     ax.set_xlabel("N (items)")
     ax.set_ylabel("CPU time (s, user + system)")
     ax.grid(True, which="both", alpha=0.3)
@@ -231,15 +313,37 @@ def plot(rows: list[dict], path: Path) -> None:
 
 NOTES = """Notes:
 
+- ``code``: ``branch`` is this checkout; ``main`` rows ran the same stage with ``--src`` pointing at an older
+  checkout (before chunked validation, streamed heads and float16 k-NN storage); ``budget64MiB`` is this checkout
+  with ``NOLABEL_IN_MEMORY_MIB=64``, so that a 100k x 384 array takes the large-array paths (memory map kept,
+  heads streamed, float16 index) that the default 512 MiB budget reserves for arrays whose float32 copy is larger.
+- ``cli-kmeans`` / ``cli-scan``: the whole ``nolabel cluster FEATURES --method M --k K`` command on a float16
+  memory-mapped ``.npy`` (validation, fit, prediction, scoring, the health check's reference k-means, saving);
+  ``cli-scan`` runs 1 epoch with the neighbours saved by the ``knn-ivf`` row of the same size.
 - k-means ``auto`` changes path with N*K: scikit-learn Lloyd with 10 restarts up to N*K = 1e6, faiss (3 restarts,
   trained on at most 256 K sampled rows) beyond. An exponent across the switch (K=100: Lloyd at 10k, faiss at
-  100k) is not a growth rate. On the faiss path only PCA and the assignment passes grow with N, so at 1.28M the
-  K=100 run is bounded by its 100k CPU time x 12.8 (about 85 s); K=10 at 1.28M also takes the faiss path.
-- ``scan`` is one epoch of 10 linear heads; its peak RSS includes the (untimed) k-NN mining in the same process.
-- ``knn-ivf``'s nprobe is raised until the recall@k on 1,000 sampled rows reaches 0.9 (recall column); at fixed
-  nprobe/nlist the search grows like N^1.5 (nlist ~ sqrt N), an upper bound for the 1.28M extrapolation.
-- Peak RSS counts the process from before ``import nolabel`` (torch alone is about 300-700 MiB) and the touched
-  pages of the memory-mapped features.
+  100k) is not a growth rate. On the faiss path only PCA and the assignment passes grow with N.
+- ``scan`` is one epoch of 10 linear heads (k-NN loaded from the ``knn-ivf`` row's file, else mined untimed).
+- ``knn-ivf``'s nprobe is doubled from 1 (``nlist // 32`` in rows from before 2026-12-01) until the recall@k on
+  1,000 sampled rows reaches 0.9 (recall column).
+- Full copies found along ``nolabel run`` / ``cluster`` on a memory-mapped float16 ``.npy`` (older code) and what
+  replaced them: (1) the run and ``cluster`` loaded the features as one float32 array (2x a float16 file): a float32
+  copy is now made only when it fits ``IN_MEMORY_BYTES`` (512 MiB, ``NOLABEL_IN_MEMORY_MIB``), else the memory map is
+  passed on; (2) ``validate_embeddings`` converted to float32 and built an (N, d) boolean finiteness mask: now
+  checked in 64 MiB row chunks; (3) the heads copied the rows to a float32 tensor and normalised it (a second
+  copy), at fit and again at every ``predict_proba`` (with an (N, K) float64 softmax): above the budget batches are
+  gathered by index from the memory map and converted per batch (``StreamedRows``; bit-identical results, tested),
+  and prediction runs in row chunks; (4) the health check's reference k-means copied and normalised all rows and
+  ran scikit-learn Lloyd on them: above N*K = 1e6 it is nolabel's chunked faiss k-means; (5) the k-NN index held
+  float32 rows (2x float16 features): above the budget it stores float16 (``QT_fp16``), recall measured;
+  (6) k-means' Lloyd path projects all rows in memory (and scikit-learn centres a copy): ``auto`` takes the
+  chunked faiss path above the budget. Left: SCAN's head selection computes (H, N, K) logits and their softmax
+  over all rows (``scan.py``), a ``kmeans`` size prior materialises the rows, the torch k-NN backend normalises a
+  float32 copy, and ``network_run.py`` loads float32.
+- Peak RSS is the process's high-water mark minus its resident set before ``import nolabel``: it counts imports
+  (torch alone is about 300-700 MiB; the ``before stage`` column is the resident set after the stage's imports and
+  inputs, before its timed call) and the touched pages of the memory-mapped features. ``load`` is the 1-minute
+  load average at the end of the stage (2 cores): wall time is inflated by about load / 2 when it exceeds 2.
 """
 
 
@@ -248,19 +352,22 @@ def markdown(record: dict) -> str:
              *[f"- `{c}`" for c in record["commands"]], "",
              "Wall time on a shared, oversubscribed machine is inflated by other jobs; CPU time (user + system",
              "of the stage's process) is the work done and is what the exponents are fitted on.", "",
-             "| stage | N | d | K | wall (s) | CPU (s) | peak RSS (MiB) | features (MiB) | notes |", "|---|---|---|---|---|---|---|---|---|"]
+             "| stage | code | N | d | K | dtype | wall (s) | CPU (s) | peak RSS (MiB) | before stage (MiB) | features (MiB) | load | notes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in record["rows"]:
+        head = f"| {r['stage']} | {r.get('label') or 'branch'} | {r['n']:,} | {r['d']} | {r['k']} | {r.get('dtype', 'float32')} |"
         if "error" in r:
-            lines.append(f"| {r['stage']} | {r['n']:,} | {r['d']} | {r['k']} | - | - | - | - | {r['error']} |")
+            lines.append(f"{head} - | - | - | - | - | - | {r['error']} |")
             continue
-        notes = ", ".join(f"{key}={r[key]}" for key in ("data", "iterations", "recall", "search", "k_pick", "k_range", "cluster_size_min_max") if key in r)
-        lines.append(f"| {r['stage']} | {r['n']:,} | {r['d']} | {r['k']} | {r['seconds']:.2f} | {r.get('cpu_seconds', float('nan')):.2f} | {r['peak_mib']:.0f} | "
-                     f"{r['features_mib']:.0f} | {notes} |")
+        notes = ", ".join(f"{key}={r[key]}" for key in ("data", "iterations", "recall", "search", "neighbors", "k_pick", "k_range",
+                                                        "cluster_size_min_max") if key in r)
+        lines.append(f"{head} {r['seconds']:.2f} | {r.get('cpu_seconds', float('nan')):.2f} | {r['peak_mib']:.0f} | {r.get('ready_mib', '-')} | "
+                     f"{r['features_mib']:.0f} | {r.get('loadavg', '-')} | {notes} |")
     lines += ["", "Fitted exponents (CPU time ~ N^e) and the CPU time they extrapolate to at ImageNet size",
               "(N = 1,281,167; from the largest measured N):", "",
-              "| stage | d | K | e | sizes | CPU s at 1.28M (extrapolated) |", "|---|---|---|---|---|---|"]
-    lines += [f"| {e['stage']} | {e['d']} | {e['k']} | {e['exponent']} | {e['sizes']} | {e['cpu_s_at_1.28M']:,} |"
-              for e in record["exponents"]]
+              "| stage | code | d | K | e | sizes | CPU s at 1.28M (extrapolated) |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {e['stage']} | {e.get('label') or 'branch'} | {e['d']} | {e['k']} | {e['exponent']} | {', '.join(map(str, e['sizes']))} | "
+              f"{e['cpu_s_at_1.28M']:,} |" for e in record["exponents"]]
     return "\n".join(lines) + "\n\n" + NOTES
 
 
@@ -273,6 +380,9 @@ def main() -> None:
     p.add_argument("--k", default="10,100,1000", help="comma-separated cluster counts")
     p.add_argument("--work", default="/tmp/nolabel-scale")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16"), help="the features' dtype")
+    p.add_argument("--src", default=str(ROOT / "src"), help="the nolabel source the workers import (PYTHONPATH)")
+    p.add_argument("--label", default="", help="a name for --src's code in the rows, e.g. main")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per stage run")
     p.add_argument("--name", default="scale", help="results file stem")
     p.add_argument("--append", action="store_true", help="merge into an existing results file")
@@ -294,17 +404,17 @@ def main() -> None:
     rows = json.loads(json_path.read_text())["rows"] if (args.append or args.merge) and json_path.exists() else []
     if args.merge:
         extra = json.loads(Path(args.merge).read_text())["rows"]
-        keys = {(r["stage"], r["n"], r["d"], r["k"]) for r in extra}
-        rows = [r for r in rows if (r["stage"], r["n"], r["d"], r["k"]) not in keys] + extra
+        keys = {key(r) for r in extra}
+        rows = [r for r in rows if key(r) not in keys] + extra
         ds = []
     for d in ds:
         for n in ns:
             for stage in stages:
-                for k in (ks if stage in ("kmeans", "sinkhorn", "sela", "scan") else [ks[0]]):
-                    row = run_one(stage, n, d, k, args.work, args.threads, args.timeout)
-                    rows = [r for r in rows if (r["stage"], r["n"], r["d"], r["k"]) != (stage, n, d, k)] + [row]
+                for k in (ks if stage in ("kmeans", "sinkhorn", "sela", "scan", "cli-scan", "cli-kmeans") else [ks[0]]):
+                    row = run_one(stage, n, d, k, args)
+                    rows = [r for r in rows if key(r) != key(row)] + [row]
                     print(json.dumps(row), flush=True)
-    rows.sort(key=lambda r: (r["stage"], r["d"], r["k"], r["n"]))
+    rows.sort(key=lambda r: (r["stage"], r.get("label", ""), r.get("dtype", "float32"), r["d"], r["k"], r["n"]))
     previous = json.loads(json_path.read_text()) if (args.append or args.merge) and json_path.exists() else {}
     commands = previous.get("commands", [previous["command"]] if "command" in previous else [])
     commands = commands + [" ".join(["benchmarks/scale.py"] + sys.argv[1:])]

@@ -16,6 +16,7 @@ from . import methods
 from .assignments import Assignment
 from .errors import NolabelError
 from .io import read_json, write_json
+from .memory import as_float32
 
 SCORED = ("acc", "many_to_one_acc", "nmi", "ami", "ari", "top5")
 
@@ -123,7 +124,7 @@ def fit_seeds(
 
     features_path = Path(features_path)
     if x is None:
-        x = np.asarray(load_features(features_path).array, dtype=np.float32)
+        x = as_float32(load_features(features_path).array)  # a large memory map stays one
     items = load_items(features_path)
     reference = None  # k-means labels for the health check, computed once
     per_seed = []

@@ -68,6 +68,12 @@ def kmeans_reference(x: np.ndarray, n_clusters: int, seed: int = 0) -> np.ndarra
     reference ``agreement_kmeans`` is measured against."""
     from sklearn.cluster import KMeans
 
+    from .methods.kmeans import FAISS_ABOVE
+
+    if len(x) * n_clusters > FAISS_ABOVE:  # large: nolabel's k-means (faiss, rows read in chunks)
+        from .methods import get
+
+        return get("kmeans")(n_clusters, pca_dim=None, l2_normalize=True, n_init=3, seed=seed).fit(x).labels_
     z = np.asarray(x, dtype=np.float32)
     z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
     return KMeans(n_clusters, n_init=3, random_state=seed).fit_predict(z)

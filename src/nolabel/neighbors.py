@@ -4,13 +4,12 @@ Backends:
 
 - ``"torch"``: exact. Blocks of query rows against all rows, ``topk`` per block, so
   memory is O(N*k + block*N), never N x N. Runs on ``device`` (CUDA when present).
-- ``"faiss"``: exact, ``IndexFlatIP`` on the normalised rows (CPU; all GPUs when
-  ``faiss.get_num_gpus() > 0``).
+- ``"faiss"``: exact, ``IndexFlatIP`` on the normalised rows.
 - ``"faiss-ivf"``: approximate, ``IndexIVFFlat`` with ``nlist ~ 4 sqrt(N)`` lists
   trained on a sample and ``nprobe`` lists searched per query; rows for which the
   probed lists hold fewer than k other rows are redone exactly. Its recall@k against
   exact search is measured on ``RECALL_SAMPLE`` (1,000) seeded rows and returned in
-  :attr:`Neighbors.recall`; unless ``nprobe`` is given it starts at ``nlist // 32`` and
+  :attr:`Neighbors.recall`; unless ``nprobe`` is given it starts at 1 and
   doubles until that recall reaches ``TARGET_RECALL`` (0.9) or every list is probed
   (data without cluster structure, e.g. random vectors, needs many lists).
 - ``"auto"``: ``"torch"`` when ``device`` is a CUDA device; otherwise, with faiss
@@ -18,8 +17,19 @@ Backends:
   ``"torch"`` without faiss.
 
 The faiss backends read the rows in chunks (normalising each chunk), so besides the
-index's own float32 copy of the data they hold O(N*k) results, and they never import
-torch. Each row of the result is ordered by decreasing similarity, ties by increasing index.
+index's own copy of the data they hold O(N*k) results, and they never import torch. When
+a float32 copy of the rows exceeds :data:`nolabel.memory.IN_MEMORY_BYTES` the index stores
+them as float16 (``IndexScalarQuantizer`` / ``IndexIVFScalarQuantizer`` with ``QT_fp16``;
+on GPU the cloner's ``useFloat16``), i.e. no larger than float16 features themselves; the
+search is then exact only up to that rounding, and ``recall`` is measured against exact
+float32 search on the sampled rows as for IVF.
+
+With ``faiss.get_num_gpus() > 0`` the faiss indexes run on all GPUs
+(``index_cpu_to_all_gpus``, sharded): the flat index is built there and filled in chunks;
+the IVF index is trained on the CPU (a sample), moved, then filled; ``nprobe`` is set
+through ``GpuParameterSpace`` and capped at :data:`GPU_MAX_NPROBE`.
+
+Each row of the result is ordered by decreasing similarity, ties by increasing index.
 """
 from __future__ import annotations
 
@@ -30,6 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import memory
 from .errors import NolabelError
 from .io import save_npz
 
@@ -38,6 +49,8 @@ BACKENDS = ("auto", "torch", "faiss", "faiss-ivf")
 BLOCK_BYTES = 256 << 20
 #: "auto" switches from exact to IVF search above this many rows
 IVF_ABOVE = 100_000
+#: the largest nprobe (and k) faiss' GPU k-selection supports
+GPU_MAX_NPROBE = 2048
 #: rows on which an approximate search's recall is measured against exact search
 RECALL_SAMPLE = 1000
 #: the recall@k the IVF search raises nprobe for (when nprobe is not given)
@@ -96,7 +109,7 @@ def knn(
     ``chunk_size`` caps the query rows per block (torch backend, also capped so a block
     of similarities stays under 256 MiB). ``nlist``/``nprobe`` tune ``"faiss-ivf"``
     (defaults ``round(4 sqrt(N))``, at most N/39 so each list trains on >= 39 points; and
-    the smallest of ``nlist // 32``, doubled as needed, whose recall@k on the sampled rows
+    the smallest of 1, 2, 4, ... whose recall@k on the sampled rows
     reaches ``target_recall``); ``seed`` picks its training and recall samples.
     """
     if backend not in BACKENDS:
@@ -123,9 +136,7 @@ def knn(
         dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         indices, sims = _torch_knn(normalize_rows(x), np.arange(n), k, chunk_size, dev)
     elif backend == "faiss":
-        faiss = _faiss()
-        index = _on_gpus(faiss, faiss.IndexFlatIP(x.shape[1]))
-        indices, sims = _faiss_knn(x, k, index)
+        indices, sims, recall = _faiss_flat_knn(x, k, seed)
     else:
         indices, sims, recall, search = _faiss_ivf_knn(x, k, nlist, nprobe, seed, target_recall)
     indices, sims = _canonical_order(indices, sims)
@@ -236,12 +247,12 @@ def _unit_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def _exact_rows(x: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k (self excluded) of query ``rows`` against all rows, scanning ``x`` in chunks
-    and keeping a running (len(rows), k) best list; similarity blocks stay under ``_CHUNK_BYTES``."""
+    and keeping a running (len(rows), k) best list; similarity blocks stay under ``_CHUNK_BYTES / 8``."""
     q = _unit_rows(x, rows)
     best_s = np.full((len(rows), k), -np.inf, dtype=np.float32)
     best_i = np.full((len(rows), k), -1, dtype=np.int64)
     for start, base in _unit_chunks(x):
-        step = max(1, _CHUNK_BYTES // (8 * len(base)))
+        step = max(1, _CHUNK_BYTES // (32 * len(base)))  # a block and its ~6 temporaries stay under _CHUNK_BYTES
         for a in range(0, len(q), step):
             s = q[a:a + step] @ base.T
             qr = rows[a:a + step]
@@ -257,11 +268,30 @@ def _exact_rows(x: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np
     return best_i, best_s
 
 
-def _faiss_knn(x: np.ndarray, k: int, index: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Add ``x``'s unit rows to ``index`` (trained) and search every row in chunks."""
+def _faiss_flat_knn(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Exhaustive search over ``x``'s unit rows, added in chunks: float32 storage (exact,
+    recall 1.0) within the memory budget, float16 beyond (recall measured on a sample)."""
+    faiss = _faiss()
+    n, d = x.shape
+    fp16 = not memory.in_memory(x)
+    if _gpus(faiss):
+        index = _on_gpus(faiss, faiss.IndexFlatIP(d), fp16)
+    elif fp16:
+        index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    else:
+        index = faiss.IndexFlatIP(d)
     for _, rows in _unit_chunks(x):
         index.add(rows)
-    return _search_all(x, k, index)
+    indices, sims = _search_all(x, k, index)
+    if not fp16:
+        return indices, sims, 1.0
+    probe_rows = _recall_rows(n, seed)
+    return indices, sims, _recall(indices[probe_rows], _exact_rows(x, probe_rows, k)[0])
+
+
+def _recall_rows(n: int, seed: int) -> np.ndarray:
+    """The sorted, seeded rows on which recall against exact search is measured."""
+    return np.sort(np.random.default_rng(seed + 1).choice(n, size=min(n, RECALL_SAMPLE), replace=False))
 
 
 def _search_all(x: np.ndarray, k: int, index: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -283,7 +313,8 @@ def _search(index: Any, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[n
 
 def _faiss_ivf_knn(x: np.ndarray, k: int, nlist: int | None, nprobe: int | None, seed: int,
                    target: float) -> tuple[np.ndarray, np.ndarray, float, dict]:
-    """IVF search; ``nprobe=None`` doubles nprobe from ``nlist // 32`` until the recall on the
+    """IVF search; ``nprobe=None`` doubles nprobe from 1 (the full search costs ~ nprobe / nlist
+    of exact search, so the smallest sufficient nprobe matters at large N) until the recall on the
     sampled rows reaches ``target`` (or every list is probed). Returns indices, similarities,
     the sampled recall and the search settings."""
     faiss = _faiss()
@@ -294,24 +325,31 @@ def _faiss_ivf_knn(x: np.ndarray, k: int, nlist: int | None, nprobe: int | None,
     if nprobe is not None and int(nprobe) < 1:
         raise NolabelError(f"nprobe must be a positive integer, got {nprobe}")
     quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    if memory.in_memory(x):
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    else:  # float16 lists: the index is no larger than float16 features
+        index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
     sample = np.sort(np.random.default_rng(seed).choice(n, size=min(n, 64 * nlist), replace=False))
     index.cp.seed = seed
     index.train(_unit_rows(x, sample))
+    gpus = _gpus(faiss)
+    index = _on_gpus(faiss, index)
     for _, rows in _unit_chunks(x):
         index.add(rows)
-    probe_rows = np.sort(np.random.default_rng(seed + 1).choice(n, size=min(n, RECALL_SAMPLE), replace=False))
+    probe_rows = _recall_rows(n, seed)
     exact, _ = _exact_rows(x, probe_rows, k)
     queries = _unit_rows(x, probe_rows)
-    probe = min(int(nprobe), nlist) if nprobe is not None else max(1, nlist // 32)
+    most = min(nlist, GPU_MAX_NPROBE) if gpus else nlist
+    probe = min(int(nprobe), most) if nprobe is not None else 1
+    space = faiss.GpuParameterSpace() if gpus else faiss.ParameterSpace()
     while True:
-        index.nprobe = probe
+        space.set_index_parameter(index, "nprobe", probe)
         found, _ = _search(index, queries, probe_rows, k)
         recall = _recall(found, exact)
-        if nprobe is not None or recall >= target or probe >= nlist:
+        if nprobe is not None or recall >= target or probe >= most:
             break
-        probe = min(nlist, 2 * probe)
-    indices, sims = _search_all(x, k, _on_gpus(faiss, index))
+        probe = min(most, 2 * probe)
+    indices, sims = _search_all(x, k, index)
     missing = np.flatnonzero((indices < 0).any(axis=1))
     if len(missing):
         indices[missing], sims[missing] = _exact_rows(x, missing, k)
@@ -325,11 +363,20 @@ def _recall(found: np.ndarray, exact: np.ndarray) -> float:
     return float(hits / exact.size)
 
 
-def _on_gpus(faiss: Any, index: Any) -> Any:
-    """``index`` on all GPUs when this faiss build has any, else unchanged."""
-    if getattr(faiss, "get_num_gpus", lambda: 0)() > 0:
-        return faiss.index_cpu_to_all_gpus(index)
-    return index
+def _gpus(faiss: Any) -> int:
+    """How many GPUs this faiss build sees (0 for faiss-cpu)."""
+    return int(getattr(faiss, "get_num_gpus", lambda: 0)())
+
+
+def _on_gpus(faiss: Any, index: Any, fp16: bool = False) -> Any:
+    """``index`` sharded over all GPUs (float16 storage when ``fp16``) when this faiss
+    build has any, else unchanged."""
+    if not _gpus(faiss):
+        return index
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = True
+    options.useFloat16 = bool(fp16)
+    return faiss.index_cpu_to_all_gpus(index, co=options)
 
 
 def _canonical_order(indices: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

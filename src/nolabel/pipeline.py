@@ -159,7 +159,9 @@ class Pipeline:
         with self._locked():
             self.manifest = {"format": RUN_FORMAT, "version": RUN_VERSION, "config": asdict(cfg), "timings": {}, "results": []}
             features_path = self._features_stage(progress, log)
-            x = np.asarray(np.load(features_path, mmap_mode="r"), dtype=np.float32)
+            from .memory import as_float32
+
+            x = as_float32(np.load(features_path, mmap_mode="r"))  # a large memory map stays one
             k = self._resolve_k(x, features_path, log)
             self.manifest["k"] = k
             needed = self._neighbors_needed(k, len(x))

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import NolabelError
 from ..io import atomic_path, read_json, write_json
+from ..memory import as_float32, row_chunks
 
 
 class ClusterMethod(ABC):
@@ -128,17 +129,21 @@ def default_param(cls: type, name: str) -> Any:
 
 
 def validate_embeddings(embeddings: Any, n_clusters: int | None) -> np.ndarray:
-    """Check a (N, d) finite float matrix (and 2 <= K <= N when ``n_clusters`` is given)."""
-    x = np.asarray(embeddings)
+    """Check a (N, d) finite float matrix (and 2 <= K <= N when ``n_clusters`` is given).
+
+    Returns float32 rows in memory when they fit :data:`nolabel.memory.IN_MEMORY_BYTES`; a larger array
+    (a memory map of any float dtype) is returned unchanged, checked in row chunks."""
+    x = embeddings if isinstance(embeddings, np.ndarray) else np.asarray(embeddings)
     if x.ndim != 2:
         raise NolabelError(f"embeddings must be a 2-D array (N, d), got shape {x.shape}")
     if len(x) == 0:
         raise NolabelError("embeddings are empty (0 samples)")
-    x = x.astype(np.float32, copy=False)
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise NolabelError(f"embeddings hold NaN or inf in {len(rows)} rows (first: {rows[0]}); re-extract the features")
+    if x.dtype.kind not in "fiub":
+        raise NolabelError(f"embeddings must be numbers, got dtype {x.dtype}")
+    x = as_float32(x)
+    bad = np.concatenate([start + np.flatnonzero(~np.isfinite(rows).all(axis=1)) for start, rows in row_chunks(x)])
+    if len(bad):
+        raise NolabelError(f"embeddings hold NaN or inf in {len(bad)} rows (first: {bad[0]}); re-extract the features")
     if n_clusters is not None:
         if not isinstance(n_clusters, (int, np.integer)) or n_clusters < 2:
             raise NolabelError(f"the number of clusters must be an integer >= 2, got {n_clusters!r}")

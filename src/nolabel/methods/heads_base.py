@@ -5,9 +5,12 @@ one :class:`~nolabel.nn.heads.MultiHead` head (``head_``, the head kept after tr
 several) applied to the embeddings, L2-normalised when ``normalize`` (cosine geometry,
 the one the neighbours are mined in). It provides
 
-- the in-memory minibatch epochs (:meth:`HeadMethod._run_epochs`, each one
-  :func:`nolabel.train.loop.train_one_epoch`): the whole embedding matrix lives on the
-  device as one tensor; each epoch is a seeded ``randperm`` of the rows cut into batches
+- the minibatch epochs (:meth:`HeadMethod._run_epochs`, each one
+  :func:`nolabel.train.loop.train_one_epoch`): the embedding matrix lives on the device as
+  one float32 tensor when it fits :data:`~nolabel.memory.IN_MEMORY_BYTES`; a larger
+  one (a memory-mapped float16 .npy, say) is a :class:`StreamedRows`, whose batches are
+  gathered by index from the array and converted (and normalised) per batch, with the
+  same values as the in-memory tensor's rows; each epoch is a seeded ``randperm`` of the rows cut into batches
   (the last incomplete batch is dropped when there is at least one full batch); no
   DataLoader and no per-sample Python; a tqdm bar with the epoch loss when ``progress``;
 - seeded generators (CPU for indices, the device for noise), so a CPU run is
@@ -36,12 +39,37 @@ from ..device import resolve_device
 from ..errors import NolabelError
 from ..nn.heads import MultiHead, head_from_config
 from ..train.loop import make_optimizer, train_one_epoch
+from ..memory import in_memory
 from .base import ClusterMethod
 
-__all__ = ["HeadMethod", "make_optimizer", "perturb", "random_neighbors", "warmup_cosine", "kmeans_size_prior"]
+__all__ = ["HeadMethod", "StreamedRows", "make_optimizer", "perturb", "random_neighbors", "warmup_cosine", "kmeans_size_prior"]
 
 #: rows per forward pass at prediction time
 PREDICT_CHUNK = 16384
+
+
+class StreamedRows:
+    """The rows of a large (N, d) array (e.g. a memory map) as float32 tensors on ``device``,
+    L2-normalised when ``normalize``, made per request: ``rows[idx]`` (an index tensor or
+    array, or a slice) equals ``X[idx]`` of the in-memory tensor ``normalize(float32(x))``
+    without that (N, d) copy. ``len``, ``shape`` and ``device`` are the tensor's."""
+
+    def __init__(self, array: np.ndarray, normalize: bool, device: torch.device):
+        self.array, self.normalize, self.device = array, bool(normalize), device
+        self.shape = torch.Size(array.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx: Any) -> torch.Tensor:
+        if not isinstance(idx, slice):
+            idx = torch.as_tensor(idx).cpu().numpy()
+        t = torch.from_numpy(np.array(self.array[idx], dtype=np.float32)).to(self.device)
+        return torch.nn.functional.normalize(t, dim=1) if self.normalize else t
+
+    def float(self) -> torch.Tensor:
+        """Every row as one float32 tensor: a full copy, for whole-data statistics."""
+        return self[:]
 
 
 def perturb(x: torch.Tensor, dropout: float, noise: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -130,12 +158,16 @@ class HeadMethod(ClusterMethod):
         self.history_, self.head_losses_ = [], []
         return self._inputs(x)
 
-    def _inputs(self, x: np.ndarray) -> torch.Tensor:
-        """Embeddings as a float32 tensor on the device, L2-normalised when configured."""
+    def _inputs(self, x: np.ndarray) -> torch.Tensor | StreamedRows:
+        """Embeddings as a float32 tensor on the device, L2-normalised when configured; a
+        :class:`StreamedRows` over ``x`` when that copy would exceed ``IN_MEMORY_BYTES``."""
         if getattr(self, "_device", None) is None:
             self._device = resolve_device(self.device)
+        normalize = getattr(self, "_normalize_inputs", self.normalize)
+        if not in_memory(x):
+            return StreamedRows(x, normalize, self._device)
         t = torch.from_numpy(np.array(x, dtype=np.float32)).to(self._device)  # a copy: x may be a read-only memmap
-        if getattr(self, "_normalize_inputs", self.normalize):
+        if normalize:
             t = torch.nn.functional.normalize(t, dim=1)
         return t
 
@@ -189,14 +221,20 @@ class HeadMethod(ClusterMethod):
         return history
 
     @torch.no_grad()
-    def _all_logits(self, head: MultiHead, x: torch.Tensor) -> torch.Tensor:
+    def _all_logits(self, head: MultiHead, x: torch.Tensor | StreamedRows) -> torch.Tensor:
         """``head`` over every row of ``x``, in chunks: ``(H, N, K)`` logits."""
         return torch.cat([head(x[i : i + PREDICT_CHUNK]) for i in range(0, len(x), PREDICT_CHUNK)], dim=1)
 
     # ---- prediction and the head accessor --------------------------------------------
+    @torch.no_grad()
     def _predict_proba(self, x: np.ndarray) -> np.ndarray:
-        logits = self._all_logits(self.head_, self._inputs(x))[0]
-        return torch.softmax(logits.double(), dim=-1).float().cpu().numpy()
+        """``softmax(head_(x))`` (in float64, stored float32), in row chunks."""
+        rows = self._inputs(x)
+        out = np.empty((len(rows), self.head_.n_clusters), dtype=np.float32)
+        for i in range(0, len(rows), PREDICT_CHUNK):
+            logits = self.head_(rows[i : i + PREDICT_CHUNK])[0]
+            out[i : i + len(logits)] = torch.softmax(logits.double(), dim=-1).float().cpu().numpy()
+        return out
 
     def cluster_head(self) -> tuple[MultiHead, bool]:
         """A trainable copy of the kept head, and whether its inputs are L2-normalised;

@@ -17,13 +17,16 @@ Steps, each with bounded memory (the input may be a memory map of any size):
      ``max(2048, 2^ceil(log2 K))`` rows for ``epochs`` passes (code: 60);
    - ``"faiss"``: ``faiss.Kmeans`` trained on a seeded sample of at most
      ``256 K`` projected rows (faiss' own cap), started from k-means++ centres chosen on
-     ``min(sample, 50 K)`` rows; every row is then assigned in chunks;
-   - ``"auto"``: ``lloyd`` while ``N * K <= FAISS_ABOVE`` (1e6), ``faiss`` beyond.
+     ``min(sample, 50 K)`` rows; every row is then assigned in chunks; on all GPUs
+     (``faiss.Kmeans(gpu=True)``) when ``faiss.get_num_gpus() > 0``;
+   - ``"auto"``: ``lloyd`` while ``N * K <= FAISS_ABOVE`` (1e6) and a float32 copy of the
+     rows fits :data:`nolabel.memory.IN_MEMORY_BYTES` (Lloyd works on all projected rows
+     in memory), ``faiss`` beyond.
 
 Restarts: ``n_init`` runs whose seeds are spawned from ``numpy.random.SeedSequence(seed)``
 (independent streams, so seed 0 and seed 1 share no restart); the run with the lowest
 inertia (a label-free criterion) is kept. ``n_init=None`` (auto) is 10 (scikit-learn's classic
-default) while ``N * K <= FAISS_ABOVE`` and 3 beyond. ``overcluster`` multiplies the number
+default) where ``"auto"`` picks Lloyd and 3 where it picks faiss. ``overcluster`` multiplies the number
 of clusters (1.5 in the paper's overclustering runs).
 
 ``predict_proba`` is a soft assignment ``p(c | x) = softmax_c(-||z - mu_c||^2 / T)`` in the
@@ -47,6 +50,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from ..errors import NolabelError
 from . import register
+from ..memory import in_memory
 from .base import ClusterMethod, validate_embeddings
 
 BACKENDS = ("auto", "lloyd", "minibatch", "faiss")
@@ -103,7 +107,7 @@ class KMeans(ClusterMethod):
         if self.n_centers > len(x):
             raise NolabelError(f"cannot make {self.n_centers} clusters from {len(x)} samples: lower --k or overcluster")
         n_init = self.n_init
-        large = len(x) * self.n_centers > FAISS_ABOVE
+        large = len(x) * self.n_centers > FAISS_ABOVE or not in_memory(x)  # Lloyd would copy all rows
         if n_init is None:
             n_init = 3 if large else 10
         if not isinstance(n_init, (int, np.integer)) or isinstance(n_init, bool) or n_init < 1:
@@ -222,8 +226,9 @@ class KMeans(ClusterMethod):
         z = self._project_rows(x, sample)
         seeds_from = z[rng.choice(len(z), size=min(len(z), 50 * k), replace=False)]
         init, _ = kmeans_plusplus(seeds_from, k, random_state=seed)
+        gpu = {"gpu": True} if getattr(faiss, "get_num_gpus", lambda: 0)() > 0 else {}
         km = faiss.Kmeans(z.shape[1], k, niter=min(self.max_iter, 25), seed=seed, verbose=False,
-                          max_points_per_centroid=FAISS_POINTS_PER_CENTROID)
+                          max_points_per_centroid=FAISS_POINTS_PER_CENTROID, **gpu)
         km.train(z, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
         centers = km.centroids.copy()
         inertia = sum(_assign(rows, centers)[1].sum(dtype=np.float64) for rows in self._chunks(x))
