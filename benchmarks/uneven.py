@@ -3,14 +3,15 @@
 From labelled features (``nolabel embed`` output with its ``.items.npz``) take a fixed
 long-tailed subset: class ``c`` (classes in a fixed shuffled order, subset seed 0) keeps
 ``n_max * r^(-c / (C - 1))`` items (the exponential profile of the long-tailed CIFAR
-benchmarks; ``n_max`` the smallest class count, ``r`` the imbalance ratio). Every method
+benchmarks; ``n_max`` the smallest class count, ``r`` the imbalance ratio). Ratio 1 is
+the balanced set: every class cut to the smallest class count (all of CIFAR-10 test). Every method
 runs with its DEFAULT parameters (K = C, 20-NN for SCAN/LSD-C and 50-NN for TEMI mined
 on the subset) over seeds; labels only score. Writes
 ``benchmarks/results/uneven.<features>.{json,md}``, accumulating across calls (one per
 method list), with the label-free health columns.
 
-    python benchmarks/uneven.py --features /tmp/c10_r56.npy --ratios 10,100 --seeds 0,1,2
-    python benchmarks/uneven.py --features /tmp/so_minilm.npy --ratios 10,100 --seeds 0,1,2
+    python benchmarks/uneven.py --features /tmp/c10_r56.npy --ratios 1,10,100 --seeds 0,1,2
+    python benchmarks/uneven.py --features /tmp/so_minilm.npy --ratios 1,10,100 --seeds 0,1,2
 """
 from __future__ import annotations
 
@@ -46,14 +47,18 @@ def long_tail(y: np.ndarray, ratio: float, seed: int = 0) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--features", type=Path, required=True)
-    ap.add_argument("--ratios", default="10,100")
+    ap.add_argument("--ratios", default="1,10,100")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--table-only", action="store_true", help="rewrite the markdown from the stored JSON and stop")
     args = ap.parse_args()
-    x_all = np.load(args.features).astype(np.float32)
-    y_all = load_items(args.features).labels
     seeds = [int(s) for s in args.seeds.split(",")]
     store = RESULTS / f"uneven.{args.features.stem}.json"
+    if args.table_only:
+        write_table(json.loads(store.read_text()), seeds, args.features.stem)
+        return
+    x_all = np.load(args.features).astype(np.float32)
+    y_all = load_items(args.features).labels
     results = json.loads(store.read_text()) if store.exists() else {}
     for ratio in [float(r) for r in args.ratios.split(",")]:
         idx = long_tail(y_all, ratio)
@@ -87,18 +92,23 @@ def est_needs(name: str) -> bool:
 def write_table(results: dict, seeds: list[int], stem: str) -> None:
     lines = [f"Default parameters, K = number of classes, mean ± std over seeds {seeds}; ACC (Hungarian) on the whole "
              "subset; health (label-free) of the first seed.", "",
-             "| set | N | class sizes | method | ACC | vs k-means | largest share | non-empty | warnings |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for key, entry in results.items():
+             "| set | N | class sizes | method | ACC | vs k-means | largest share | smallest share | non-empty | "
+             "mean conf. | NMI to k-means | warnings |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key, entry in sorted(results.items(), key=lambda kv: float(kv[0].split("r=")[1])):
         base = entry["methods"].get("kmeans")
         km = np.mean([r["acc"] for r in base]) if base else None
-        for name, runs in entry["methods"].items():
+        for name, runs in sorted(entry["methods"].items(), key=lambda kv: METHODS.index(kv[0])):
             acc = np.array([r["acc"] for r in runs])
             h = runs[0]["health"]
             delta = f"{100 * (acc.mean() - km):+.1f}" if km is not None else "-"
             lines.append(f"| {key} | {entry['n']} | {entry['largest_class']}..{entry['smallest_class']} | {name} | "
                          f"{100 * acc.mean():.1f} ± {100 * acc.std():.1f} | {delta} | {100 * h['largest_share']:.1f}% | "
-                         f"{h['n_nonempty']}/{h['n_clusters']} | {len(h['warnings'])} |")
+                         f"{100 * h['smallest_share']:.1f}% | {h['n_nonempty']}/{h['n_clusters']} | "
+                         f"{h['mean_confidence']:.2f} | {h['agreement_kmeans']:.2f} | {len(h['warnings'])} |")
+    lines += ["", f"Command: `python benchmarks/uneven.py --features FEATURES/{stem}.npy --ratios 1,10,100 --seeds "
+              f"{','.join(map(str, seeds))}` (features from `nolabel embed`; ratio 1 = every class cut to the smallest "
+              "class count). Health columns: label-free (`nolabel.health`), NMI to k-means on the same subset."]
     table = "\n".join(lines)
     print(table)
     (RESULTS / f"uneven.{stem}.md").write_text(table + "\n")

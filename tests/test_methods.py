@@ -185,12 +185,56 @@ def uneven_blobs():
 
 @pytest.mark.parametrize("name", ["scan", "sela"])
 def test_imbalance_aware_default_recovers_uneven_sizes(name, uneven_blobs):
+    """The default (heads towards tempered k-means profiles, the most modular head kept)
+    finds the true sizes within 20 %; SCAN's / SeLa's equal-size term splits the big blob."""
     x, y, nb, sizes = uneven_blobs
-    # one head; 4 steps an epoch on 600 points: SCAN needs a few hundred steps to settle
-    longer = {"n_heads": 1, "epochs": 100, "lr": 3e-2} if name == "scan" else {"epochs": 150}
+    # 4 steps an epoch on 600 points: SCAN needs a few hundred steps to settle
+    longer = {"epochs": 100, "lr": 3e-2} if name == "scan" else {"epochs": 150}
     est = make(name, **longer).fit(x, nb)
     found = np.sort(np.bincount(est.labels_, minlength=K))[::-1]
     assert np.all(np.abs(found - sizes) <= 0.2 * sizes), found
     uniform = make(name, **longer, **({"size_prior": "uniform"} if name == "scan" else {"marginals": "uniform"}))
     uniform.fit(x, nb)
     assert np.bincount(uniform.labels_, minlength=K).max() < 0.8 * sizes[0]  # equal sizes forced: the big blob splits
+
+
+@pytest.mark.parametrize("name", ["scan", "sela"])
+def test_default_keeps_balanced_blobs_balanced(name, blobs):
+    """On equal blobs the most modular head is a balanced one (within 20 % of 150 each)."""
+    x, y, nb = blobs
+    est = make(name).fit(x, nb)
+    assert np.all(np.abs(np.bincount(est.labels_, minlength=K) - 150) <= 30)
+
+
+def test_tempered_profiles_hand_computed():
+    import torch
+
+    from nolabel.methods.size_prior import profile_alphas, tempered_profiles
+
+    base = torch.tensor([0.6, 0.3, 0.1])
+    r = tempered_profiles(base, torch.tensor([0.0, 1.0, 2.0]))
+    np.testing.assert_allclose(r[0].numpy(), [1 / 3] * 3, atol=1e-6)  # alpha 0: uniform
+    np.testing.assert_allclose(r[1].numpy(), [0.6, 0.3, 0.1], atol=1e-6)  # alpha 1: the profile itself
+    np.testing.assert_allclose(r[2].numpy(), np.array([0.36, 0.09, 0.01]) / 0.46, atol=1e-6)  # squared, renormalised
+    np.testing.assert_allclose(profile_alphas(5).numpy(), [0.0, 0.25, 0.5, 0.75, 1.0])
+    assert profile_alphas(1).tolist() == [1.0]
+
+
+def test_neighbor_kappa_hand_computed():
+    import torch
+
+    from nolabel.methods.size_prior import neighbor_kappa, select_head
+
+    nb = torch.tensor([[1], [0], [3], [2]])  # two disjoint edges 0-1 and 2-3, every degree 2, 2m = 8
+    labels = torch.tensor([[0, 0, 1, 1], [0, 1, 0, 1], [0, 0, 0, 0]])
+    # p_e = 2 (4/8)^2 = 0.5; right cut p_o = 1: (1 - .5) / .5 = 1; wrong cut p_o = 0: -1; one cluster: 0
+    np.testing.assert_allclose(neighbor_kappa(nb, labels, 2).numpy(), [1.0, -1.0, 0.0], atol=1e-12)
+    # two triangles, every degree 4, 2m = 24; cutting item 2 off its triangle keeps 8 of the
+    # 12 directed edges inside (0-1 both ways, the other triangle's 6), volumes 8 and 16
+    nb2 = torch.tensor([[1, 2], [0, 2], [0, 1], [4, 5], [3, 5], [3, 4]])
+    q = neighbor_kappa(nb2, torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, 1]]), 2).numpy()
+    p_e = (8 / 24) ** 2 + (16 / 24) ** 2
+    np.testing.assert_allclose(q, [1.0, (8 / 12 - p_e) / (1 - p_e)], atol=1e-12)
+    logits = torch.nn.functional.one_hot(labels[[1, 0, 2]], 2).float()
+    best, kappas = select_head(logits, nb)
+    assert best == 1 and kappas == pytest.approx([-1.0, 1.0, 0.0])

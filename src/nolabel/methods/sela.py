@@ -5,17 +5,24 @@ Each head has its own labels. At ``n_relabel`` points spaced quadratically over 
 training steps (``step_j = round(T (j / M)^2)``, j = 0..M-1, dense early as in the
 code; the first at step 0 from the randomly initialised heads) every head's labels are
 re-solved: :func:`~nolabel.nn.sinkhorn.sinkhorn_knopp` on the head's log-probabilities
-over the whole data (``lam``, ``tol``), hard label = argmax of Q. Marginals: with
-``marginals="uniform"`` the equal partition (SeLa); with ``"kmeans"`` (default) the
-sorted cluster sizes of k-means on the same embeddings
-(:func:`~nolabel.methods.heads_base.kmeans_size_prior`), given to each head's clusters in
-the order of their current predicted mass (the largest mass gets the largest marginal):
-non-uniform marginals as later SeLa work uses, for uneven class sizes. Between
+over the whole data (``lam``, ``tol``), hard label = argmax of Q. Marginals
+(``marginals``): ``"uniform"`` is SeLa's equal partition; ``"kmeans"`` the sorted cluster
+sizes of k-means on the same embeddings
+(:func:`~nolabel.methods.heads_base.kmeans_size_prior`); ``"tempered"`` (default) gives
+head ``h`` the k-means sizes raised to ``alpha_h``, evenly spaced over ``[0, 1]``
+(:mod:`~nolabel.methods.size_prior`). Non-uniform marginals (as later SeLa work uses,
+for uneven class sizes) are given to each head's clusters in the order of their current
+predicted mass (the largest mass gets the largest marginal). Between
 re-labellings each head is trained by cross-entropy on its labels, with the
 embedding perturbed (:func:`~nolabel.methods.heads_base.perturb`: ``dropout``, ``noise``)
-in place of SeLa's image augmentation. After training the labels are solved once more
-and the head with the lowest cross-entropy to its own final labels (clean embeddings)
-is kept: a label-free choice.
+in place of SeLa's image augmentation. After training the head kept is, for
+``"tempered"``, the one of highest neighbour kappa among those using the most clusters
+(:func:`~nolabel.methods.size_prior.select_head`, on the neighbours given to ``fit`` or
+else a 20-NN mined here), as SCAN and TEMI choose; for the other two, the labels are
+solved once more and the head with the lowest cross-entropy to its own final labels
+(clean embeddings) is kept. Both are label-free. Why ``"tempered"``: equipartition
+splits large classes, and the k-means sizes alone are wrong on balanced data where
+k-means makes uneven clusters (see :mod:`~nolabel.methods.size_prior`).
 
 Whole network (``SeLa.for_network(...).fit_dataset(dataset, backbone)``, :mod:`.network`):
 cross-entropy of every head on an augmented view (``augment``, default ``"weak"``)
@@ -38,10 +45,14 @@ import torch.nn.functional as F
 
 from ..errors import NolabelError
 from ..nn.losses import balanced_cross_entropy
+from ..neighbors import knn
 from ..nn.sinkhorn import sinkhorn_knopp
 from ..train import distributed as D
 from . import register
 from .heads_base import HeadMethod, kmeans_size_prior, make_optimizer, perturb
+from .size_prior import SELECT_NEIGHBORS, profile_alphas, select_head, tempered_profiles
+
+MARGINALS = ("tempered", "kmeans", "uniform")
 from .network import HeadLosses, Network, NetworkMethod
 
 
@@ -62,7 +73,7 @@ class SeLa(NetworkMethod, HeadMethod):
         n_relabel: int = 50,
         dropout: float = 0.1,
         noise: float = 0.1,
-        marginals: str = "kmeans",
+        marginals: str = "tempered",
         epochs: int = 100,
         batch_size: int = 256,
         lr: float = 1e-3,
@@ -86,8 +97,8 @@ class SeLa(NetworkMethod, HeadMethod):
         self.n_relabel = n_relabel
         self.dropout = dropout
         self.noise = noise
-        if marginals not in ("kmeans", "uniform"):
-            raise NolabelError(f"unknown marginals {marginals!r}; choose kmeans or uniform")
+        if marginals not in MARGINALS:
+            raise NolabelError(f"unknown marginals {marginals!r}; choose one of {', '.join(MARGINALS)}")
         self.marginals = marginals
         self.augment = augment
         self.optimizer = optimizer
@@ -96,15 +107,16 @@ class SeLa(NetworkMethod, HeadMethod):
 
     def _labels(self, head, X: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
         """Sinkhorn-Knopp hard labels ``(H, N)``, one head at a time (bounded memory).
-        With a size ``prior`` (sorted descending) each head's clusters get its sizes in the
-        order of their current predicted mass (largest mass, largest marginal)."""
+        With size profiles ``prior`` ``(H, K)`` (each sorted descending) head ``h``'s clusters
+        get ``prior[h]`` in the order of their current predicted mass (largest mass,
+        largest marginal)."""
         logp = torch.log_softmax(self._all_logits(head, X), dim=-1)
         labels = []
         for h in range(len(logp)):
             marginals = None
             if prior is not None:
                 order = logp[h].exp().mean(0).argsort(descending=True)
-                marginals = torch.empty_like(prior).scatter_(0, order, prior)
+                marginals = torch.empty_like(prior[h]).scatter_(0, order, prior[h])
             labels.append(sinkhorn_knopp(logp[h], self.lam, self.tol, marginals=marginals)[1])
         return torch.stack(labels)
 
@@ -116,7 +128,7 @@ class SeLa(NetworkMethod, HeadMethod):
         m = max(1, int(self.n_relabel))
         relabel_at = {int(round(total * (j / m) ** 2)) for j in range(m)}
         labels = torch.zeros(self.n_heads, len(X), dtype=torch.int64, device=self._device)
-        prior = kmeans_size_prior(X, self.n_clusters, self.seed) if self.marginals == "kmeans" else None
+        prior = self._profiles(X)
 
         def step(idx: torch.Tensor, t: int) -> float:
             nonlocal labels
@@ -130,10 +142,27 @@ class SeLa(NetworkMethod, HeadMethod):
             return float(loss.detach()) / self.n_heads
 
         self._run_epochs(len(X), step)
-        labels = self._labels(head, X, prior)
-        ce = balanced_cross_entropy(self._all_logits(head, X), labels).cpu()
-        self.head_losses_ = ce.tolist()
-        self.head_ = head.select([int(ce.argmin())])
+        logits = self._all_logits(head, X)
+        if self.marginals == "tempered":
+            if neighbors is None:
+                neighbors = knn(x, SELECT_NEIGHBORS, device=self._device, seed=self.seed).indices
+            best, self.head_losses_ = select_head(logits, self._neighbors(neighbors))
+            self.head_losses_ = [-q for q in self.head_losses_]
+        else:
+            labels = self._labels(head, X, prior)
+            ce = balanced_cross_entropy(logits, labels).cpu()
+            self.head_losses_ = ce.tolist()
+            best = int(ce.argmin())
+        self.head_ = head.select([best])
+
+    def _profiles(self, X: torch.Tensor) -> torch.Tensor | None:
+        """Each head's size profile ``(H, K)`` (None: equipartition): the k-means sizes,
+        tempered per head for ``"tempered"``."""
+        if self.marginals == "uniform":
+            return None
+        base = kmeans_size_prior(X, self.n_clusters, self.seed)
+        alphas = profile_alphas(self.n_heads) if self.marginals == "tempered" else torch.ones(self.n_heads)
+        return tempered_profiles(base, alphas)
 
     def _fit_network(self, dataset, backbone, neighbors, out_dir, resume: bool):
         if backbone is None:

@@ -39,11 +39,11 @@ def scan_loss(
 def size_prior_kl(pbar: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
     """KL of a mean prediction to a cluster-size profile, blind to cluster order:
     ``sum_c s_c log(s_c / r_c)`` with ``s = sort(pbar)`` and ``r = sort(prior)`` (both
-    descending). ``pbar`` ``(..., K)``, ``prior`` ``(K,)``; returns ``(...)``. With a
+    descending). ``pbar`` ``(..., K)``, ``prior`` ``(K,)`` or one profile per head ``(..., K)``; returns ``(...)``. With a
     uniform prior it is ``log K - H(pbar)``, SCAN's entropy term up to a constant.
     """
     s = pbar.sort(dim=-1, descending=True).values
-    r = prior.sort(descending=True).values.to(s)
+    r = prior.sort(dim=-1, descending=True).values.to(s)
     return (s * (s.clamp_min(EPS).log() - r.clamp_min(EPS).log())).sum(-1)
 
 
