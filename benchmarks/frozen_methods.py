@@ -26,6 +26,8 @@ METHODS = {
     "kmeans": ("kmeans", []),
     "scan": ("scan", []),
     "scan+selflabel": ("scan", ["--then", "selflabel"]),
+    # the per-cluster relative threshold: each cluster's most confident half, Adam lr 1e-3
+    "scan+selflabel-top": ("scan", ["--then", "selflabel", "-p", "selflabel.top_fraction=0.5", "-p", "selflabel.lr=1e-3"]),
     "temi": ("temi", []),
     "sela": ("sela", []),
     "lsdc": ("lsdc", []),

@@ -6,6 +6,12 @@ fine-tunes a head on its own confident predictions. At every step, for a batch `
 - the "weak view" is the clean embedding: ``p = softmax(head(x))`` (no gradient);
 - samples with ``max_c p_c > threshold`` (0.99, SCAN) get the pseudo-label
   ``y = argmax_c p_c``; a batch with none makes no update (never an error);
+- ``top_fraction`` (0 = off, SCAN) adds a threshold relative to each cluster: at the start
+  of every epoch the head predicts all items, and the ``top_fraction`` most confident
+  items of each predicted cluster also count as confident (:func:`relative_cutoffs`).
+  On frozen features a linear head's confidences rarely reach 0.99, so the absolute
+  threshold alone leaves nothing to train on; the relative one always gives every
+  non-empty cluster targets;
 - the "strong view" is the perturbed embedding
   (:func:`~nolabel.methods.heads_base.perturb`: ``dropout``, ``noise``), the stand-in for
   SCAN's RandAugment + Cutout in feature space;
@@ -179,8 +185,9 @@ class SelfLabel(NetworkMethod, HeadMethod):
         self.confident_start_ = float(self._confident(start, start_labels).float().mean())
         if self.confident_start_ == 0.0:
             warnings.warn(f"selflabel: no item passes the confidence threshold {self.threshold:g} (median confidence "
-                          f"{float(start.median()):.2f}), so the result is the base method's unchanged; lower "
-                          f"-p selflabel.threshold=T (e.g. T below the median) to self-label", stacklevel=2)
+                          f"{float(start.median()):.2f}), so the result is the base method's unchanged; self-label each "
+                          f"cluster's most confident items with -p selflabel.top_fraction=0.5, or lower "
+                          f"-p selflabel.threshold=T", stacklevel=2)
 
         per_epoch = self._steps_per_epoch(len(X))
 
