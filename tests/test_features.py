@@ -4,35 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from nolabel.backbones.base import Backbone
 from nolabel.data.base import Dataset
 from nolabel.errors import NolabelError
 from nolabel.features import embed_dataset, extract_features, load_features
+from toy_backbone import D_IN, DIM, LinearBackbone
 
-N, D_IN, DIM = 30, 5, 3
-
-
-class LinearBackbone(Backbone):
-    """x -> x @ W (fixed W); counts forward calls; raises on call number ``fail_on``."""
-
-    spec = "test:linear"
-    modality = "vector"
-    dim = DIM
-
-    def __init__(self, fail_on=None):
-        super().__init__()
-        self.weight = torch.arange(D_IN * DIM, dtype=torch.float32).reshape(D_IN, DIM) / 10 - 0.7
-        self.calls = 0
-        self.fail_on = fail_on
-
-    def preprocess(self, item):
-        return torch.as_tensor(item)
-
-    def forward_batch(self, batch):
-        self.calls += 1
-        if self.calls == self.fail_on:
-            raise RuntimeError("killed")
-        return batch @ self.weight
+N = 30
 
 
 @pytest.fixture
@@ -122,9 +99,13 @@ def test_load_features_rejects_broken_files(tmp_path, dataset):
     side.write_text(json.dumps(dict(meta, count=N + 1)))
     with pytest.raises(NolabelError, match="sidecar says"):
         load_features(tmp_path / "f.npy")
-    side.unlink()
-    with pytest.raises(NolabelError, match="no sidecar"):
-        load_features(tmp_path / "f.npy")
+    side.unlink()  # embeddings made elsewhere: read as they are, with a warning
+    with pytest.warns(UserWarning, match=r"f.npy has no sidecar f.json: read as plain \(30, 3\) embeddings"):
+        plain = load_features(tmp_path / "f.npy")
+    assert plain.meta == {"count": N, "dim": DIM, "dtype": "float32", "sidecar": False}
+    np.save(tmp_path / "ints.npy", np.arange(6).reshape(3, 2))
+    with pytest.raises(NolabelError, match=r"no sidecar ints.json and holds a \(3, 2\) int64 array"):
+        load_features(tmp_path / "ints.npy")
     (tmp_path / "g.npy").write_bytes(b"garbage")
     (tmp_path / "g.json").write_text(json.dumps(meta))
     with pytest.raises(NolabelError, match="not a readable"):
@@ -157,7 +138,7 @@ def test_image_extraction_in_workers_channels_last_matches_a_plain_forward(tmp_p
     on more than one batch."""
     from PIL import Image
 
-    from nolabel import features
+    from nolabel import feature_batches, features
 
     rng = np.random.default_rng(0)
     arrays = rng.integers(0, 256, (40, 20, 24, 3), dtype=np.uint8)
@@ -166,7 +147,7 @@ def test_image_extraction_in_workers_channels_last_matches_a_plain_forward(tmp_p
     bb = _conv_image_backbone()
     with torch.no_grad():
         plain = bb.model(torch.stack([bb.preprocess(data.load(i)) for i in range(40)])).numpy()
-    monkeypatch.setattr(features, "available_cpus", lambda: 3)
+    monkeypatch.setattr(feature_batches, "available_cpus", lambda: 3)
     assert features.auto_workers(40, 8, bb) == 2 and features.auto_workers(8, 8, bb) == 0
     assert features.auto_workers(40, 8, LinearBackbone()) == 0  # no module, not images
     seen = []
@@ -182,3 +163,16 @@ def test_image_extraction_in_workers_channels_last_matches_a_plain_forward(tmp_p
     np.testing.assert_allclose(emb.array, plain, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(embed_dataset(data, bb, batch_size=16, num_workers=0), plain, rtol=1e-5, atol=1e-6)
     assert bb.model[0].weight.is_contiguous() and torch.is_grad_enabled()
+
+
+def test_non_finite_vectors_are_refused_naming_the_item(tmp_path):
+    from nolabel import backbones
+
+    x = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
+    x[7, 2] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    data = Dataset(name="x", modality="vector", source=np.load(tmp_path / "x.npy", mmap_mode="r"),
+                   ids=[str(i) for i in range(12)])
+    with pytest.raises(NolabelError, match=r"features of item 7 are NaN or inf") as err:
+        extract_features(data, backbones.get("pixels", device="cpu"), tmp_path / "f.npy", batch_size=5, progress=False)
+    assert "\n" not in str(err.value)

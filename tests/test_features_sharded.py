@@ -11,33 +11,17 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from nolabel import features_sharded
-from nolabel.backbones.base import Backbone
 from nolabel.data.base import Dataset
-from nolabel.features import _jsonable, _partial_paths, extract_features, load_features
+from nolabel.feature_store import jsonable, partial_paths
+from nolabel.features import extract_features, load_features
+from toy_backbone import D_IN, DIM, LinearBackbone
 
-N, D_IN, DIM, SHARD = 37, 5, 3, 4  # 10 shards, the last one short
+N, SHARD = 37, 4  # 10 shards, the last one short
 
 
-class RecordingBackbone(Backbone):
-    """x -> tanh(x @ W) (fixed W); appends the first value of every batch it embeds to ``log``."""
-
-    spec = "test:recording"
-    modality = "vector"
-    dim = DIM
-
-    def __init__(self, log=None):
-        super().__init__()
-        self.weight = torch.arange(D_IN * DIM, dtype=torch.float32).reshape(D_IN, DIM) / 10 - 0.7
-        self.log = log
-
-    def preprocess(self, item):
-        return torch.as_tensor(item)
-
-    def forward_batch(self, batch):
-        if self.log is not None:
-            with open(self.log, "a") as f:
-                f.write(" ".join(str(int(v)) for v in batch[:, 0].tolist()) + "\n")
-        return torch.tanh(batch @ self.weight)
+def RecordingBackbone(log=None):
+    """tanh(x @ W) that logs the first value of every batch it embeds."""
+    return LinearBackbone(log=log, squash=True)
 
 
 def make_dataset():
@@ -69,9 +53,9 @@ def logged_rows(folder, name):
 def killed_run_state(out, single, done):
     """What a killed sharded run leaves: the partial array (unwritten rows NaN), its state,
     and done markers for the shards in ``done``."""
-    settings = _jsonable({"backbone": RecordingBackbone().describe(), "dataset": make_dataset().describe(),
+    settings = jsonable({"backbone": RecordingBackbone().describe(), "dataset": make_dataset().describe(),
                           "count": N, "dim": DIM, "dtype": "float32", "normalized": False})  # as extract_features records
-    partial, state = _partial_paths(out)
+    partial, state = partial_paths(out)
     marks = features_sharded.shard_dir(partial)
     features_sharded._prepare(partial, state, marks, settings, (N, DIM), "float32", SHARD)
     array = np.lib.format.open_memmap(partial, mode="r+")

@@ -367,3 +367,33 @@ def test_health_shares_of_a_report_without_empty_clusters():
 
     h = health_check(np.array([0, 0, 1, 1, 1, 2]), np.ones(6), 3)
     assert (h["n_nonempty"], h["largest_share"], h["smallest_share"]) == (3, 0.5, 1 / 6)
+
+
+@pytest.mark.parametrize("method", ["UMAP", "t-SNE"])
+def test_embedding_map_layout_keeps_blobs_apart(method, monkeypatch):
+    """Both layouts (UMAP when umap-learn is installed, t-SNE otherwise) keep three separated
+    blobs apart: every point's nearest 2-D neighbour is from its own blob."""
+    import builtins
+
+    from nolabel.report.embedding_map import layout_2d
+
+    if method == "UMAP":
+        pytest.importorskip("umap", reason="needs pip install 'nolabel[umap]'")
+    else:
+        real_import = builtins.__import__
+
+        def no_umap(name, *args, **kwargs):
+            if name == "umap":
+                raise ImportError(name)
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", no_umap)
+    rng = np.random.default_rng(0)
+    centres = np.eye(3, 16) * 10
+    x = np.concatenate([c + rng.normal(size=(60, 16)) for c in centres]).astype(np.float32)
+    blob = np.repeat(np.arange(3), 60)
+    idx, xy, how = layout_2d(x, max_points=150)
+    assert how == method and len(idx) == 150 == len(np.unique(idx)) and xy.shape == (150, 2)
+    d = ((xy[:, None] - xy[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert (blob[idx][d.argmin(1)] == blob[idx]).mean() == 1.0

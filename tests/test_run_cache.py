@@ -217,3 +217,25 @@ def test_log_file_output_has_no_progress_frames_and_fits_80_columns(tmp_path):
     assert any(line.startswith("> features:") and "items done" in line for line in lines)
     table = lines[lines.index(next(line for line in lines if line.startswith("method"))):]
     assert all(len(line) <= 80 for line in table) and any(line.startswith("kmeans ") and "+-" in line for line in table), table
+
+
+def test_fingerprint_of_a_copied_folder_is_kept_unless_it_is_large(tmp_path, monkeypatch):
+    """Small and medium folders are identified by content (a copy, a re-mount with new
+    mtimes, keeps the cache); above the budget by sizes and mtimes."""
+    from nolabel import fingerprint as fp
+
+    _photos(tmp_path / "a")
+    first = fingerprint(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # new mtimes, same bytes
+    for path in (tmp_path / "b").rglob("*.png"):
+        os.utime(path, ns=(1, 10**18))
+    assert fingerprint(tmp_path / "b") == first
+    with open(tmp_path / "b" / "c0" / "0.png", "r+b") as f:  # same size and mtime, one byte changed
+        f.seek(40)
+        byte = f.read(1)
+        f.seek(40)
+        f.write(bytes([byte[0] ^ 1]))
+    os.utime(tmp_path / "b" / "c0" / "0.png", ns=(1, 10**18))
+    assert fingerprint(tmp_path / "b")["sha256"] != first["sha256"]
+    monkeypatch.setattr(fp, "FOLDER_CONTENT_BYTES", 10)  # a "large" folder: sizes and mtimes only
+    assert fingerprint(tmp_path / "a")["sha256"] != fingerprint(tmp_path / "b")["sha256"]

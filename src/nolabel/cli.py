@@ -54,7 +54,7 @@ def embed(
     fp16: bool = typer.Option(False, "--fp16", help="Store embeddings as float16."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
     workers: Optional[int] = typer.Option(None, help="DataLoader worker processes for image decoding (default: from the CPUs)."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="CSV/TSV: the column (name or index) holding the text."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="CSV/TSV/JSONL: the column or key (name or index) holding the text."),
 ) -> None:
     """Extract features of DATA with a frozen backbone (resumes a killed run)."""
     from . import backbones
@@ -88,8 +88,8 @@ def pretext(
     task: str = typer.Option("simclr", help="simclr (NT-Xent on two augmented views) or rotnet (4-way rotation)."),
     arch: str = typer.Option("resnet18_cifar", help="Backbone architecture: resnet18_cifar, small_cnn, resnet20_cifar ... or timm:NAME."),
     width: Optional[int] = typer.Option(None, help="Width of small_cnn (default 32)."),
-    epochs: int = typer.Option(100, help="Training epochs (SCAN's SimCLR: 500)."),
-    batch_size: int = typer.Option(256, help="Images per step (SimCLR: 512 in the paper)."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (default: the paper's, SimCLR 500, RotNet 100)."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per step (default: the paper's, SimCLR 512, RotNet 128)."),
     optimizer: str = typer.Option("sgd", help="sgd (paper) or adam (small CPU runs)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate (default: 0.4 SGD for SimCLR, 0.1 for RotNet, 1e-3 Adam)."),
     temperature: float = typer.Option(0.1, help="NT-Xent temperature (SimCLR)."),
@@ -101,21 +101,17 @@ def pretext(
 ) -> None:
     """Train a backbone without labels (SimCLR or RotNet); resumes a killed run from its last epoch."""
     from .data import load_dataset
-    from .pretext import train_rotnet, train_simclr
+    from .pretext import pretext_tasks, train_pretext
 
-    if task not in ("simclr", "rotnet"):
-        raise NolabelError(f"unknown pretext task {task!r}; choose simclr or rotnet")
+    pretext_tasks.get(task)  # an unknown name fails here, before the data are read
     dataset = load_dataset(data, split=split)
     arch_kwargs = {"width": width} if width else {}
     if arch.startswith("timm:"):
         arch, arch_kwargs = "timm", {**arch_kwargs, "name": arch.removeprefix("timm:")}
-    common = dict(arch=arch, arch_kwargs=arch_kwargs, epochs=epochs, batch_size=batch_size,
-                  optimizer=optimizer, lr=lr, image_size=image_size, device=device, seed=seed,
-                  augment={"hflip": hflip})
-    if task == "simclr":
-        path = train_simclr(dataset, out, temperature=temperature, **common)
-    else:
-        path = train_rotnet(dataset, out, **common)
+    options = {"temperature": temperature} if task == "simclr" else {}
+    path = train_pretext(task, dataset, out, options=options, arch=arch, arch_kwargs=arch_kwargs, epochs=epochs,
+                         batch_size=batch_size, optimizer=optimizer, lr=lr, image_size=image_size, device=device,
+                         seed=seed, augment={"hflip": hflip})
     console.print(f"backbone -> {path} (use --backbone local:{path})")
 
 
@@ -297,7 +293,7 @@ def run(
     out: Path = typer.Option(Path("runs/run"), "--out", "-o", help="Run folder: every stage is cached here, keyed by its settings."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip writing report.html."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="CSV/TSV: the column (name or index) holding the text."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="CSV/TSV/JSONL: the column or key (name or index) holding the text."),
 ) -> None:
     """Run the whole chain: features -> neighbours -> methods -> evaluation -> report."""
     from .pipeline import Pipeline, RunConfig

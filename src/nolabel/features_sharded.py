@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,8 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .errors import NolabelError
+from .feature_batches import feature_batches
+from .feature_store import finish_rows, load_features, open_partial, partial_paths, publish
 from .io import read_json, write_json
 
 SHARD_ROWS = 4096
@@ -45,12 +46,10 @@ def extract_sharded(dataset, backbone, out_path: Path, settings: dict, batch_siz
                     shard_rows: int | None = None):
     """The sharded body of :func:`nolabel.features.extract_features` (``shard_rows``
     defaults to ``SHARD_ROWS``)."""
-    from . import features
-
     shard_rows = int(shard_rows or SHARD_ROWS)
     rank, world = dist.get_rank(), dist.get_world_size()
     n, dim = settings["count"], settings["dim"]
-    partial, state_path = features._partial_paths(out_path)
+    partial, state_path = partial_paths(out_path)
     marks = shard_dir(partial)
     n_shards = -(-n // shard_rows)
     error = None
@@ -70,8 +69,8 @@ def extract_sharded(dataset, backbone, out_path: Path, settings: dict, batch_siz
     done = 0
     try:
         if len(rows):  # one loader over all of this rank's missing rows
-            for pos, feats in features._batches(_Rows(dataset, rows), backbone, 0, batch_size, num_workers):
-                block = features._finish_rows(feats, normalize, dtype, int(rows[pos]), dim)
+            for pos, feats in feature_batches(_Rows(dataset, rows), backbone, 0, batch_size, num_workers):
+                block = finish_rows(feats, normalize, dtype, int(rows[pos]), dim)
                 array[rows[pos:pos + len(block)]] = block
                 bar.update(len(block))
                 while done < len(mine) and ends[done] <= pos + len(block):
@@ -84,25 +83,18 @@ def extract_sharded(dataset, backbone, out_path: Path, settings: dict, batch_siz
     dist.barrier()
     missing = [s for s in range(n_shards) if not (marks / f"{s}.done").exists()]
     if rank == 0 and not missing:
-        meta = dict(settings, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        side = features.sidecar_path(out_path)
-        side.unlink(missing_ok=True)
-        os.replace(partial, out_path)
-        write_json(side, meta)
-        state_path.unlink(missing_ok=True)
+        publish(partial, out_path, settings)
         shutil.rmtree(marks, ignore_errors=True)
     dist.barrier()
     if missing:
         raise NolabelError(f"{len(missing)} feature shards were not written (first: {missing[0]}); run again to finish them")
-    return features.load_features(out_path)
+    return load_features(out_path)
 
 
 def _prepare(partial: Path, state_path: Path, marks: Path, settings: dict, shape: tuple[int, int],
              dtype: str, shard_rows: int) -> None:
     """Keep a partial array and its shard markers made with the same settings and shard size;
     otherwise start afresh (a single-process partial's finished rows mark their shards done)."""
-    from . import features
-
     state = None
     if partial.exists() and state_path.exists():
         try:
@@ -123,7 +115,7 @@ def _prepare(partial: Path, state_path: Path, marks: Path, settings: dict, shape
     elif state is None or state.get("shard_rows") != shard_rows:
         shutil.rmtree(marks, ignore_errors=True)
         state_path.unlink(missing_ok=True)
-        features._open_partial(partial, state_path, settings, shape, dtype)  # creates and allocates the array
+        open_partial(partial, state_path, settings, shape, dtype)  # creates and allocates the array
     marks.mkdir(parents=True, exist_ok=True)
     write_json(state_path, {"settings": settings, "shard_rows": shard_rows})
 

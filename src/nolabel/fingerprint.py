@@ -1,11 +1,14 @@
 """Fingerprints of the files a cached stage was made from, so changed inputs are never reused.
 
 - a folder: every non-hidden file below it (recursively, links followed): the sorted
-  relative paths with their sizes and modification times (ns), hashed with SHA-256;
-- a file: its size, modification time and the SHA-256 of its content (the whole file
-  up to ``FULL_HASH_BYTES``, else its first and last ``EDGE_BYTES``), together with the
-  files that travel with it (``NAME_*.*`` and ``classes.txt`` beside it: label and
-  class-name files of text data, the ``.json`` config of a checkpoint).
+  relative paths with their sizes and content identities, hashed with SHA-256; up to
+  ``FOLDER_CONTENT_BYTES`` in all each file is identified like a single file below (so a
+  copied or re-mounted data set keeps its cache), above that by its modification time
+  (ns) alone (reading a large collection at every run would cost more than the cache saves);
+- a file: its size and the SHA-256 of its content: the whole file up to
+  ``FULL_HASH_BYTES``, else its first and last ``EDGE_BYTES`` plus its modification
+  time; together with the files that travel with it (``NAME_*.*`` and ``classes.txt``
+  beside it: label and class-name files of text data, the ``.json`` config of a checkpoint).
 
 A fingerprint is a small dict ``{"kind", "files", "bytes", "sha256"}``; two equal
 fingerprints mean the same content up to an edit that keeps every size and mtime and
@@ -20,6 +23,7 @@ from typing import Any
 
 FULL_HASH_BYTES = 8 << 20
 EDGE_BYTES = 1 << 20
+FOLDER_CONTENT_BYTES = 256 << 20
 
 
 def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
@@ -64,9 +68,11 @@ def _folder(root: Path) -> dict[str, Any]:
                 st = os.stat(os.path.join(folder, name))
             except OSError:
                 continue
-            entries.append(((rel / name).as_posix(), st.st_size, st.st_mtime_ns))
-    for rel, size, mtime in sorted(entries):
-        digest.update(f"{rel}\0{size}\0{mtime}\n".encode())
+            entries.append(((rel / name).as_posix(), os.path.join(folder, name), st.st_size, st.st_mtime_ns))
+    by_content = sum(e[2] for e in entries) <= FOLDER_CONTENT_BYTES
+    for rel, full, size, mtime in sorted(entries):
+        identity = _identity(Path(full), size, mtime) if by_content else str(mtime)
+        digest.update(f"{rel}\0{size}\0{identity}\n".encode())
         count += 1
         total += size
     return {"kind": "folder", "files": count, "bytes": total, "sha256": digest.hexdigest()[:16]}
@@ -96,8 +102,14 @@ def _files(paths: list[Path], kind: str) -> dict[str, Any]:
             digest.update(f"{path.name}\0missing\n".encode())
             continue
         total += st.st_size
-        digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\0{_content_hash(path, st.st_size)}\n".encode())
+        digest.update(f"{path.name}\0{st.st_size}\0{_identity(path, st.st_size, st.st_mtime_ns)}\n".encode())
     return {"kind": kind, "files": len(paths), "bytes": total, "sha256": digest.hexdigest()[:16]}
+
+
+def _identity(path: Path, size: int, mtime_ns: int) -> str:
+    """The content's SHA-256; for files above ``FULL_HASH_BYTES`` that of the edges plus the mtime."""
+    content = _content_hash(path, size)
+    return content if size <= FULL_HASH_BYTES else f"{mtime_ns}\0{content}"
 
 
 def _content_hash(path: Path, size: int) -> str:

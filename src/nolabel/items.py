@@ -12,6 +12,7 @@ import numpy as np
 
 from .data.base import Dataset
 from .errors import NolabelError
+from .feature_store import sidecar_path
 from .io import save_npz
 
 
@@ -39,7 +40,12 @@ def save_items(features_path: str | Path, dataset: Dataset) -> Path:
 
 
 def load_items(features_path: str | Path) -> Items:
+    """The items beside ``features_path``; plain embeddings made elsewhere (no sidecar, no
+    index) get their row numbers as ids and no labels."""
     path = items_path(features_path)
+    if not path.exists() and Path(features_path).is_file() and not sidecar_path(features_path).exists():
+        rows = np.load(features_path, mmap_mode="r", allow_pickle=False).shape[0]
+        return Items(ids=np.arange(rows).astype(str))
     if not path.exists():
         raise NolabelError(f"no item index beside {features_path} (expected {path.name}); re-run `nolabel embed`")
     with np.load(path, allow_pickle=False) as f:

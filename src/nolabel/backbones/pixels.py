@@ -63,7 +63,7 @@ class PixelsBackbone(Backbone):
         if self.modality == "vector" or (isinstance(item, np.ndarray) and item.ndim == 1):
             if self.size or self.channels:
                 raise NolabelError(f"{self.spec}: size and channels apply to images, not to 1-D vectors")
-            return torch.as_tensor(np.asarray(item, dtype=np.float32))
+            return torch.tensor(np.asarray(item, dtype=np.float32))  # a copy: rows of a read-only memory map
         t = to_unit_chw(item)
         c = t.shape[0]
         if c not in (1, 3):

@@ -38,6 +38,15 @@ class Spec:
             return False
         raise NolabelError(f"option {key}={value} in {self.text!r} must be true or false")
 
+    def option_int(self, key: str, low: int, high: int) -> Optional[int]:
+        """Integer option ``key`` in ``[low, high]``, or None when absent."""
+        value = self.options.get(key)
+        if value is None:
+            return None
+        if not value.isdigit() or not low <= int(value) <= high:
+            raise NolabelError(f"{key}={value} in {self.text!r} must be an integer from {low} to {high}")
+        return int(value)
+
 
 def parse_spec(text: str) -> Spec:
     """Split ``PREFIX:BODY?K=V&K=V``; a trailing ``?...`` counts as options only when it parses."""

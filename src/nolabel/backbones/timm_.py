@@ -5,7 +5,7 @@ Preprocessing comes from ``timm.data.resolve_data_config`` / ``create_transform`
 (input size, interpolation, crop_pct, crop_mode, mean, std of the pretrained config).
 ``?pretrained=false`` builds the architecture with random weights; ``?weights=PATH``
 loads a local state dict (torch file or .safetensors) strictly instead, renamed from the
-``efficientnet_pytorch`` layout when it is in that layout (:mod:`.efficientnet`);
+``efficientnet_pytorch`` layout when it is in that layout (:mod:`.state_dicts`);
 ``?size=S`` sets the input size (resize to S / crop_pct, centre crop S).
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ..errors import NolabelError
 from . import hub
 from .image import ImageModelBackbone, transform_info
 from .spec import Spec, adapter
+from .state_dicts import file_sha256, load_into, read_state_dict
 
 
 def _cached_weights(cfg: Any) -> Optional[str]:
@@ -72,9 +73,6 @@ def _with_file(spec: str, name: str, file: str, size: Optional[int]) -> ImageMod
     """The architecture with random weights, then ``file`` loaded strictly (classifier dropped)."""
     import timm
 
-    from .efficientnet import load_into
-    from .local import file_sha256, read_state_dict
-
     path = Path(file).expanduser()
     if not path.is_file():
         raise NolabelError(f"weights file {file} not found for {spec}")
@@ -109,8 +107,6 @@ def _build(spec: Spec, modality: Optional[str]) -> ImageModelBackbone:
     """timm model without its classifier, e.g. timm:vit_small_patch16_224.dino (see timm.list_models())."""
     if not spec.body:
         raise NolabelError("timm spec needs a model name, e.g. timm:vit_small_patch16_224.dino")
-    from .efficientnet import _size
-
     weights = spec.options.get("weights")
     return build_timm(spec.text, spec.body, pretrained=spec.option_bool("pretrained", True), file=weights,
-                      size=_size(spec))
+                      size=spec.option_int("size", 16, 1024))

@@ -5,10 +5,10 @@
 - a registered name, alone or as ``NAME:ARG``: ``digits``, ``mnist:DIR``,
   ``fashion-mnist:DIR``, ``cifar10:DIR``, ``cifar100:DIR``, ``cifar100-20:DIR``,
   ``stl10:DIR`` (these take ``split``, default ``"test"``), or an explicit
-  ``folder:PATH``, ``mat:PATH``, ``array:PATH``, ``text:PATH``, ``csv:PATH``;
+  ``folder:PATH``, ``mat:PATH``, ``array:PATH``, ``text:PATH``, ``csv:PATH``, ``jsonl:PATH``;
 - otherwise a path, whose kind follows from what it is: a folder of images, an image
   file, ``.mat``, ``.npy``/``.npz``, ``.txt`` (labels from ``NAME_label.txt`` beside
-  it), ``.csv``/``.tsv``.
+  it), ``.csv``/``.tsv``, ``.jsonl``.
 
 A registered name wins over a same-named path in the working folder; write
 ``./digits`` for the path. Extra keyword arguments go to the loader.
@@ -29,7 +29,7 @@ from .benchmarks import load_cifar, load_mnist, load_stl10
 from .digits import load_digits
 from .folder import IMAGE_EXTENSIONS, images_dataset, is_image_file, load_image_folder, to_rgb
 from .matlab import load_mat
-from .text import load_csv, load_text, text_dataset
+from .text import load_csv, load_jsonl, load_text, text_dataset
 
 __all__ = [
     "Dataset",
@@ -40,6 +40,7 @@ __all__ = [
     "load_array",
     "load_cifar",
     "load_csv",
+    "load_jsonl",
     "load_dataset",
     "load_digits",
     "load_image_folder",
@@ -123,7 +124,13 @@ def _csv(arg: str, split: str, **kw: Any) -> Dataset:
     return load_csv(arg, **kw)
 
 
-_SUFFIX_KIND = {".mat": "mat", ".npy": "array", ".npz": "array", ".txt": "text", ".csv": "csv", ".tsv": "csv"}
+@registry.register("jsonl", "jsonl:FILE  JSON Lines, one object per line with text and label fields")
+def _jsonl(arg: str, split: str, **kw: Any) -> Dataset:
+    return load_jsonl(arg, **kw)
+
+
+_SUFFIX_KIND = {".mat": "mat", ".npy": "array", ".npz": "array", ".txt": "text", ".csv": "csv", ".tsv": "csv",
+               ".jsonl": "jsonl"}
 
 
 def _path_kind(path: Path) -> str:
@@ -133,7 +140,7 @@ def _path_kind(path: Path) -> str:
     if kind is None:
         raise NolabelError(
             f"cannot tell what {path} holds from its extension; use a folder of images, an image, "
-            ".txt, .csv, .tsv, .mat, .npy or .npz"
+            ".txt, .csv, .tsv, .jsonl, .mat, .npy or .npz"
         )
     return kind
 

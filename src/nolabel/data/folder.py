@@ -38,7 +38,7 @@ from PIL import Image, ImageOps
 from ..errors import NolabelError
 from .base import Dataset, as_path
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm", ".pnm")
 SPLIT_NAMES = ("train", "test", "val", "valid", "validation", "unlabeled", "unlabelled")
 
 # Per-image decode time above which verification moves to a thread pool (decoding

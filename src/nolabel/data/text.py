@@ -1,4 +1,4 @@
-"""Text data sets: one document per line, or a CSV/TSV with text and label columns.
+"""Text data sets: one document per line, or a CSV/TSV (or JSON Lines) with text and label columns.
 
 Plain text: ``NAME.txt`` holds one document per line (lines split on "\\n" only, so
 a stray form feed inside a document cannot shift it against its label); labels come
@@ -12,6 +12,8 @@ with a header the label is the column named label/class/category/target/y and th
 text is the columns named text/title/description/... (else all other columns);
 without one the label is column 0 when every value there is an integer
 (``class,title,description`` as in AG News) and the text is the rest.
+
+JSON Lines (``.jsonl``): one object per line, its keys the header of a CSV.
 
 Blank documents (empty or only white space, after joining a CSV row's text columns)
 are dropped with one warning giving their count and line numbers, and listed in
@@ -28,6 +30,7 @@ otherwise labels are encoded to 0..C-1 in sorted order (numbers numerically).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import warnings
 from pathlib import Path
@@ -201,6 +204,15 @@ def load_csv(
     if bad is not None:
         raise NolabelError(f"{path} row {bad + 1 + int(has_header)} has {len(body[bad])} fields, expected {width}")
 
+    return table_dataset(path, head, body, text_columns, label_column, name, first_line=int(has_header))
+
+
+def table_dataset(path: Path, head: list[str] | None, body: list[list[str]],
+                  text_columns: int | str | Sequence[int | str] | None, label_column: int | str | None,
+                  name: str | None, first_line: int) -> Dataset:
+    """Documents from the rows of a table (CSV rows, or JSON Lines objects as rows under
+    their keys): the text and label columns chosen as the module docstring says."""
+    width = len(head) if head else len(body[0])
     lowered = [h.strip().lower() for h in head] if head else []
     if label_column == "auto":
         if head is not None:
@@ -234,7 +246,37 @@ def load_csv(
         full = np.zeros(len(docs), dtype=np.int64)
         full[filled] = codes
         codes = full
-    return text_dataset(docs, codes, class_names, name=name or path.stem, origin=str(path), first_line=int(has_header))
+    return text_dataset(docs, codes, class_names, name=name or path.stem, origin=str(path), first_line=first_line)
+
+
+
+
+def load_jsonl(
+    path: str | os.PathLike,
+    text_columns: int | str | Sequence[int | str] | None = None,
+    label_column: int | str | None = "auto",
+    name: str | None = None,
+) -> Dataset:
+    """Documents from a JSON Lines file (``.jsonl``), one JSON object per line; its keys are
+    the columns (chosen as in a CSV with a header); a key missing from a line reads as blank."""
+    path = as_path(path)
+    records = []
+    for number, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise NolabelError(f"{path} line {number} is not JSON ({exc.msg}); expected one object per line") from None
+        if not isinstance(record, dict):
+            raise NolabelError(f"{path} line {number} holds a {type(record).__name__}, not an object like "
+                               '{"text": ..., "label": ...}')
+        records.append(record)
+    if not records:
+        raise NolabelError(f"{path} is empty; expected one JSON object per line")
+    head = list(dict.fromkeys(key for record in records for key in record))
+    body = [["" if r.get(key) is None else str(r[key]) for key in head] for r in records]
+    return table_dataset(path, head, body, text_columns, label_column, name, first_line=0)
 
 
 def _as_list(columns: int | str | Sequence[int | str] | None) -> list[int | str]:

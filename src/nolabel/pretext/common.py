@@ -1,6 +1,7 @@
 """What every pretext task shares: the task interface, the training run, checkpoints and resume.
 
-Images come decoded from :func:`nolabel.data.images.image_source`.
+Tasks register in :data:`pretext_tasks`; :func:`train_pretext` trains any of them. Images
+come decoded from :func:`nolabel.data.images.image_source`.
 
 Training runs through :func:`nolabel.train.loop.fit` (batches by index, no DataLoader):
 after every ``checkpoint_every`` epochs (and the last) it writes ``<stem>.state.pt``
@@ -22,16 +23,22 @@ from torch import nn
 
 from ..backbones.archs import archs
 from ..backbones.local import save_backbone_checkpoint
-from ..data.images import ImageSource
+from ..data.base import Dataset
+from ..data.images import DEFAULT_MAX_CACHE_BYTES, image_source
 from ..device import resolve_device
 from ..errors import NolabelError
+from ..registry import Registry
 from ..train.loop import fit, make_optimizer, make_scheduler
 
 
 class PretextTask(ABC):
     """A self-supervised objective: a head on the backbone features and a loss on a uint8 batch."""
 
-    name: str = ""
+    #: the paper's training defaults: epochs, images per step, SGD learning rate, weight decay
+    epochs: int
+    batch_size: int
+    sgd_lr: float
+    weight_decay: float
 
     @abstractmethod
     def settings(self) -> dict[str, Any]:
@@ -56,38 +63,65 @@ def log_path(out_path: Path) -> Path:
     return out_path.with_name(out_path.stem + ".train.json")
 
 
-def fit_pretext(
-    task: PretextTask,
-    source: ImageSource,
+#: the pretext tasks by name; each class carries its paper's training defaults
+pretext_tasks: Registry[type[PretextTask]] = Registry("pretext task")
+
+
+def train_pretext(
+    task: str,
+    dataset: Dataset,
     out_path: str | Path,
     *,
-    arch: str,
-    arch_kwargs: Optional[dict[str, Any]],
-    mean: list[float],
-    std: list[float],
-    epochs: int,
-    batch_size: int,
-    optimizer: str,
-    lr: float,
-    weight_decay: float,
-    momentum: float,
-    device: Optional[str | torch.device],
-    seed: int,
-    checkpoint_every: int,
-    resume: bool,
-    progress: bool,
-    amp: Optional[bool],
-    on_epoch_end: Optional[Callable[[int, dict[str, Any]], None]],
+    options: Optional[dict[str, Any]] = None,
+    arch: str = "resnet18_cifar",
+    arch_kwargs: Optional[dict[str, Any]] = None,
+    epochs: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    optimizer: str = "sgd",
+    lr: Optional[float] = None,
+    weight_decay: Optional[float] = None,
+    momentum: float = 0.9,
+    augment: Optional[dict[str, Any]] = None,
+    image_size: Optional[int] = None,
+    in_chans: Optional[int] = None,
+    mean: Optional[list[float]] = None,
+    std: Optional[list[float]] = None,
+    device: Optional[str | torch.device] = None,
+    seed: int = 0,
+    checkpoint_every: int = 1,
+    resume: bool = True,
+    progress: bool = True,
+    amp: Optional[bool] = None,
+    max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
+    on_epoch_end: Optional[Callable[[int, dict[str, Any]], None]] = None,
 ) -> Path:
-    """Train ``archs[arch]`` with ``task`` on ``source`` and save it; returns the ``.safetensors`` path.
+    """Train ``archs[arch]`` on ``dataset`` with pretext ``task`` (``"simclr"``, ``"rotnet"``) and
+    save it; returns ``out_path`` (a ``.safetensors`` file). No labels are read.
 
-    SGD (momentum, weight decay) or Adam; the learning rate follows a cosine from ``lr``
-    down to ``lr / 1000`` over ``epochs``, stepped per epoch (SCAN's schedule). Batches
-    are random permutations of the data, the last partial batch dropped. ``amp`` (default:
-    on for CUDA) runs the forward pass in bfloat16 autocast. ``on_epoch_end(epoch, stats)``
-    is called after each epoch's checkpoint (epochs count from 1); an exception there
-    leaves a resumable state.
+    ``options`` are the task's own (SimCLR: ``temperature``, ``proj_dim``); ``augment``
+    the keyword arguments of its augmentation (e.g. ``{"hflip": False}`` for digits).
+    ``epochs``, ``batch_size``, ``weight_decay`` and the SGD ``lr`` default to the task's
+    paper (class attributes); Adam's ``lr`` to 1e-3. ``mean``/``std`` default to the
+    data's per-channel pixel statistics. SGD (momentum, weight decay) or Adam; the
+    learning rate follows a cosine from ``lr`` down to ``lr / 1000`` over ``epochs``,
+    stepped per epoch (SCAN's schedule). Batches are random permutations of the data,
+    the last partial batch dropped. ``amp`` (default: on for CUDA) runs the forward pass
+    in bfloat16 autocast. ``on_epoch_end(epoch, stats)`` is called after each epoch's
+    checkpoint (epochs count from 1); an exception there leaves a resumable state.
     """
+    kind = pretext_tasks.get(task)
+    source = image_source(dataset, image_size, in_chans, max_cache_bytes, progress)
+    if mean is None or std is None:
+        mean, std = source.stats()
+    mean, std = [float(v) for v in mean], [float(v) for v in std]
+    try:
+        job = kind(source.size, source.in_chans, mean, std, augment=augment, **(options or {}))
+    except TypeError as exc:
+        raise NolabelError(f"bad options for pretext task {task}: {exc}") from None
+    epochs = kind.epochs if epochs is None else int(epochs)
+    batch_size = kind.batch_size if batch_size is None else int(batch_size)
+    weight_decay = kind.weight_decay if weight_decay is None else float(weight_decay)
+    lr = (kind.sgd_lr if optimizer == "sgd" else 1e-3) if lr is None else float(lr)
     out_path = Path(out_path).expanduser()
     if out_path.suffix != ".safetensors":
         raise NolabelError(f"output must be a .safetensors file, got {out_path.name}")
@@ -106,7 +140,7 @@ def fit_pretext(
     batch = min(batch_size, len(source))
     steps = len(source) // batch
     settings = {
-        "task": task.name, **task.settings(), "arch": arch, "arch_kwargs": kwargs, "epochs": epochs,
+        "task": task, **job.settings(), "arch": arch, "arch_kwargs": kwargs, "epochs": epochs,
         "batch_size": batch, "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay,
         "momentum": momentum if optimizer == "sgd" else None, "seed": seed, "image_size": source.size,
         "in_chans": source.in_chans, "mean": [float(v) for v in mean], "std": [float(v) for v in std],
@@ -119,7 +153,7 @@ def fit_pretext(
             backbone = archs.get(arch)(**kwargs)
         except (TypeError, ValueError) as exc:
             raise NolabelError(f"bad arch_kwargs for {arch}: {exc}") from None
-        model = nn.ModuleDict({"backbone": backbone, "head": task.build_head(int(backbone.feature_dim))}).to(device)
+        model = nn.ModuleDict({"backbone": backbone, "head": job.build_head(int(backbone.feature_dim))}).to(device)
         opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
         sched = make_scheduler("cosine", opt, epochs)
 
@@ -128,18 +162,11 @@ def fit_pretext(
             return [order[i * batch:(i + 1) * batch] for i in range(steps)]
 
         def step(idx: torch.Tensor, epoch: int) -> dict[str, Any]:
-            return {"loss": task.loss(backbone, model["head"], source.batch(idx), device), "n": len(idx)}
+            return {"loss": job.loss(backbone, model["head"], source.batch(idx), device), "n": len(idx)}
 
         fit(model, step, batches, epochs, opt, sched, out_path.parent, resume, device, amp=use_amp, progress=progress,
-            config=settings, name=task.name, checkpoint_every=checkpoint_every,
+            config=settings, name=task, checkpoint_every=checkpoint_every,
             checkpoint_name=state_path(out_path).name, history_name=log_path(out_path).name, on_epoch_end=on_epoch_end)
     backbone.eval()
     save_backbone_checkpoint(backbone, out_path, arch, kwargs, source.size, source.in_chans, mean, std)
     return out_path
-
-
-def resolve_lr(lr: Optional[float], optimizer: str, sgd_default: float) -> float:
-    """``lr`` or the default of the optimiser (``sgd_default`` for SGD, 1e-3 for Adam)."""
-    if lr is not None:
-        return float(lr)
-    return sgd_default if optimizer == "sgd" else 1e-3

@@ -9,7 +9,7 @@ index. Defaults: batch 128 (512 rotated images), SGD lr 0.1 momentum 0.9 weight 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +17,7 @@ from torch import nn
 
 from ..data.base import Dataset
 from ..nn.augment import augment_batch, weak_augment
-from ..data.images import DEFAULT_MAX_CACHE_BYTES, image_source
-from .common import PretextTask, fit_pretext, resolve_lr
+from .common import PretextTask, pretext_tasks, train_pretext
 
 
 def rotate_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,10 +29,11 @@ def rotate_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rotated, labels
 
 
+@pretext_tasks.register("rotnet")
 class RotNetTask(PretextTask):
     """4-way rotation classification with a linear head on the backbone feature."""
 
-    name = "rotnet"
+    epochs, batch_size, sgd_lr, weight_decay = 100, 128, 0.1, 5e-4
 
     def __init__(self, size: int, in_chans: int, mean: list[float], std: list[float],
                  augment: Optional[dict[str, Any]] = None):
@@ -51,45 +51,6 @@ class RotNetTask(PretextTask):
         return F.cross_entropy(head(backbone(x)).float(), y)
 
 
-def train_rotnet(
-    dataset: Dataset,
-    out_path: str | Path,
-    *,
-    arch: str = "resnet18_cifar",
-    arch_kwargs: Optional[dict[str, Any]] = None,
-    epochs: int = 100,
-    batch_size: int = 128,
-    optimizer: str = "sgd",
-    lr: Optional[float] = None,
-    weight_decay: float = 5e-4,
-    momentum: float = 0.9,
-    augment: Optional[dict[str, Any]] = None,
-    image_size: Optional[int] = None,
-    in_chans: Optional[int] = None,
-    mean: Optional[list[float]] = None,
-    std: Optional[list[float]] = None,
-    device: Optional[str | torch.device] = None,
-    seed: int = 0,
-    checkpoint_every: int = 1,
-    resume: bool = True,
-    progress: bool = True,
-    amp: Optional[bool] = None,
-    max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
-    on_epoch_end: Optional[Callable[[int, dict[str, Any]], None]] = None,
-) -> Path:
-    """Train a backbone on ``dataset`` by rotation prediction; returns ``out_path`` (``.safetensors``).
-
-    No labels are read. ``lr`` defaults to 0.1 for SGD, 1e-3 for Adam. ``augment``:
-    keyword arguments of :func:`weak_augment`. Other arguments as in
-    :func:`~nolabel.pretext.simclr.train_simclr`.
-    """
-    source = image_source(dataset, image_size, in_chans, max_cache_bytes, progress)
-    if mean is None or std is None:
-        mean, std = source.stats()
-    task = RotNetTask(source.size, source.in_chans, list(mean), list(std), augment)
-    return fit_pretext(
-        task, source, out_path, arch=arch, arch_kwargs=arch_kwargs, mean=list(mean), std=list(std), epochs=epochs,
-        batch_size=batch_size, optimizer=optimizer, lr=resolve_lr(lr, optimizer, 0.1), weight_decay=weight_decay,
-        momentum=momentum, device=device, seed=seed, checkpoint_every=checkpoint_every, resume=resume,
-        progress=progress, amp=amp, on_epoch_end=on_epoch_end,
-    )
+def train_rotnet(dataset: Dataset, out_path: str | Path, **training: Any) -> Path:
+    """:func:`~nolabel.pretext.common.train_pretext` with the RotNet task (its defaults above)."""
+    return train_pretext("rotnet", dataset, out_path, **training)

@@ -8,25 +8,25 @@ lr 0.4 momentum 0.9 weight decay 1e-4, cosine schedule, 500 epochs. Views come f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from ..data.base import Dataset
 from ..nn.augment import augment_batch, simclr_augment
-from ..data.images import DEFAULT_MAX_CACHE_BYTES, image_source
-from .common import PretextTask, fit_pretext, resolve_lr
+from .common import PretextTask, pretext_tasks, train_pretext
 from .losses import nt_xent
 
 
+@pretext_tasks.register("simclr")
 class SimCLRTask(PretextTask):
     """Both views of a batch go through the backbone and the MLP head in one pass of 2B images."""
 
-    name = "simclr"
+    epochs, batch_size, sgd_lr, weight_decay = 500, 512, 0.4, 1e-4
 
-    def __init__(self, size: int, in_chans: int, mean: list[float], std: list[float], temperature: float = 0.1,
-                 proj_dim: int = 128, augment: Optional[dict[str, Any]] = None):
+    def __init__(self, size: int, in_chans: int, mean: list[float], std: list[float],
+                 augment: Optional[dict[str, Any]] = None, temperature: float = 0.1, proj_dim: int = 128):
         self.temperature = float(temperature)
         self.proj_dim = int(proj_dim)
         self.augment = dict(augment or {})
@@ -46,48 +46,8 @@ class SimCLRTask(PretextTask):
         return nt_xent(z1, z2, self.temperature)
 
 
-def train_simclr(
-    dataset: Dataset,
-    out_path: str | Path,
-    *,
-    arch: str = "resnet18_cifar",
-    arch_kwargs: Optional[dict[str, Any]] = None,
-    epochs: int = 500,
-    batch_size: int = 512,
-    optimizer: str = "sgd",
-    lr: Optional[float] = None,
-    weight_decay: float = 1e-4,
-    momentum: float = 0.9,
-    temperature: float = 0.1,
-    proj_dim: int = 128,
-    augment: Optional[dict[str, Any]] = None,
-    image_size: Optional[int] = None,
-    in_chans: Optional[int] = None,
-    mean: Optional[list[float]] = None,
-    std: Optional[list[float]] = None,
-    device: Optional[str | torch.device] = None,
-    seed: int = 0,
-    checkpoint_every: int = 1,
-    resume: bool = True,
-    progress: bool = True,
-    amp: Optional[bool] = None,
-    max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
-    on_epoch_end: Optional[Callable[[int, dict[str, Any]], None]] = None,
-) -> Path:
-    """Train a backbone on ``dataset`` with SimCLR; returns ``out_path`` (a ``.safetensors`` file).
-
-    No labels are read. ``lr`` defaults to 0.4 for SGD, 1e-3 for Adam (for tiny CPU
-    runs). ``augment``: keyword arguments of :func:`simclr_augment` (e.g.
-    ``{"hflip": False}`` for digits). ``mean``/``std`` default to the data's per-channel
-    pixel statistics. Checkpointing, resume and the files written: :mod:`.common`.
-    """
-    source = image_source(dataset, image_size, in_chans, max_cache_bytes, progress)
-    if mean is None or std is None:
-        mean, std = source.stats()
-    task = SimCLRTask(source.size, source.in_chans, list(mean), list(std), temperature, proj_dim, augment)
-    return fit_pretext(
-        task, source, out_path, arch=arch, arch_kwargs=arch_kwargs, mean=list(mean), std=list(std), epochs=epochs,
-        batch_size=batch_size, optimizer=optimizer, lr=resolve_lr(lr, optimizer, 0.4), weight_decay=weight_decay,
-        momentum=momentum, device=device, seed=seed, checkpoint_every=checkpoint_every, resume=resume,
-        progress=progress, amp=amp, on_epoch_end=on_epoch_end,
-    )
+def train_simclr(dataset: Dataset, out_path: str | Path, *, temperature: float = 0.1, proj_dim: int = 128,
+                 **training: Any) -> Path:
+    """:func:`~nolabel.pretext.common.train_pretext` with the SimCLR task (its defaults above)."""
+    return train_pretext("simclr", dataset, out_path, options={"temperature": temperature, "proj_dim": proj_dim},
+                         **training)

@@ -34,7 +34,8 @@ def layout_2d(x: np.ndarray, seed: int = 0, max_points: int = MAX_POINTS) -> tup
     n = len(x)
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(n, size=max_points, replace=False)) if n > max_points else np.arange(n)
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(idx) - 1), metric="cosine", random_state=seed)
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(idx) - 1), metric="cosine", random_state=seed,
+                        n_jobs=1)  # seeded UMAP runs single-threaded anyway; saying so silences its warning
     return idx, reducer.fit_transform(np.asarray(x[idx], dtype=np.float32)), "UMAP"
 
 
