@@ -31,6 +31,7 @@ METHODS = {
     "temi": ("temi", []),
     "sela": ("sela", []),
     "lsdc": ("lsdc", []),
+    "spectral": ("spectral", []),
 }
 
 
