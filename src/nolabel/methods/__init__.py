@@ -12,7 +12,7 @@ from .base import ClusterMethod
 registry: Registry[type[ClusterMethod]] = Registry("method")
 
 #: modules that register methods on import (one method per module)
-_MODULES = ("kmeans", "scan", "selflabel", "temi", "sela", "lsdc")
+_MODULES = ("kmeans", "scan", "selflabel", "temi", "sela", "lsdc", "spectral")
 _loaded = False
 
 

@@ -6,6 +6,18 @@ fine-tunes a head on its own confident predictions. At every step, for a batch `
 - the "weak view" is the clean embedding: ``p = softmax(head(x))`` (no gradient);
 - samples with ``max_c p_c > threshold`` (0.99, SCAN) get the pseudo-label
   ``y = argmax_c p_c``; a batch with none makes no update (never an error);
+- ``top_fraction`` (0 = off, SCAN) adds a threshold relative to each cluster: at the start
+  of every epoch the head predicts all items, and the ``top_fraction`` most confident
+  items of each predicted cluster also count as confident (:func:`relative_cutoffs`).
+  On frozen features a linear head's confidences rarely reach 0.99, so the absolute
+  threshold alone leaves nothing to train on; the relative one always gives every
+  non-empty cluster targets. It helps only where those targets are mostly right:
+  on 4 overlapping blobs a 2-epoch SCAN head goes from 71.8 to 96.3 ACC (the
+  absolute threshold: unchanged); on frozen real features (seed 0) it does not:
+  StackOverflow MiniLM SCAN 60.7 -> 60.1 (``top_fraction=0.5``, lr 1e-3; 17 % of
+  items moved), CIFAR-10 EfficientNet-Lite0 SCAN 46.5 -> 43.3, because the top half of
+  each SCAN cluster is only 57 % correct there (top 10 %: 67 %; above 0.99: 76 %, 9 %
+  of items): self-training re-fits the head to its own errors;
 - the "strong view" is the perturbed embedding
   (:func:`~nolabel.methods.heads_base.perturb`: ``dropout``, ``noise``), the stand-in for
   SCAN's RandAugment + Cutout in feature space;
@@ -40,6 +52,7 @@ warning says so plainly, naming the median confidence.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from typing import Any
 
@@ -84,6 +97,7 @@ class SelfLabel(NetworkMethod, HeadMethod):
         n_clusters: int = 10,
         base: Any = "scan",
         threshold: float = 0.99,
+        top_fraction: float = 0.0,
         ema: float | None = None,
         dropout: float = 0.1,
         noise: float = 0.1,
@@ -104,12 +118,15 @@ class SelfLabel(NetworkMethod, HeadMethod):
                          weight_decay=weight_decay, normalize=True, device=device, progress=progress)
         if not 0.0 < threshold <= 1.0:
             raise NolabelError(f"threshold must lie in (0, 1], got {threshold}")
+        if not 0.0 <= top_fraction <= 1.0:
+            raise NolabelError(f"top_fraction must lie in [0, 1], got {top_fraction}")
         self.base = _as_estimator(base, n_clusters, seed)
         if self.base.n_clusters != n_clusters:
             raise NolabelError(f"the base method makes {self.base.n_clusters} clusters, selflabel was asked for {n_clusters}")
         self.needs_neighbors = self.base.needs_neighbors
         self.n_neighbors = getattr(self.base, "n_neighbors", None)
         self.threshold = threshold
+        self.top_fraction = top_fraction
         self.ema = ema
         self.dropout = dropout
         self.noise = noise
@@ -168,19 +185,28 @@ class SelfLabel(NetworkMethod, HeadMethod):
             X = self._inputs(x)
         teacher = EMA(head) if self.ema else None
         opt = make_optimizer("adam", head.parameters(), self.lr, self.weight_decay)
+        self._cutoffs = None
         with torch.no_grad():
             start, start_labels = torch.softmax(self._all_logits(head, X)[0], dim=-1).max(-1)
-        self.confident_start_ = float((start > self.threshold).float().mean())
+        self.confident_start_ = float(self._confident(start, start_labels).float().mean())
         if self.confident_start_ == 0.0:
             warnings.warn(f"selflabel: no item passes the confidence threshold {self.threshold:g} (median confidence "
-                          f"{float(start.median()):.2f}), so the result is the base method's unchanged; lower "
-                          f"-p selflabel.threshold=T (e.g. T below the median) to self-label", stacklevel=2)
+                          f"{float(start.median()):.2f}), so the result is the base method's unchanged: the base is not "
+                          f"confident enough for self-labelling to help; to self-label anyway, each cluster's most "
+                          f"confident items: -p selflabel.top_fraction=0.5", stacklevel=2)
+
+        per_epoch = self._steps_per_epoch(len(X))
 
         def step(idx: torch.Tensor, t: int) -> float | None:
+            model = teacher.module if teacher else head
+            if self.top_fraction > 0 and t % per_epoch == 0:
+                with torch.no_grad():
+                    c_all, y_all = torch.softmax(self._all_logits(model, X)[0], dim=-1).max(-1)
+                self._cutoffs = relative_cutoffs(c_all, y_all, self.n_clusters, self.top_fraction)
             with torch.no_grad():
-                p = torch.softmax((teacher.module if teacher else head)(X[idx])[0], dim=-1)
+                p = torch.softmax(model(X[idx])[0], dim=-1)
             conf, y = p.max(-1)
-            mask = conf > self.threshold
+            mask = self._confident(conf, y)
             if not bool(mask.any()):
                 return None
             y = y[mask]
@@ -199,8 +225,20 @@ class SelfLabel(NetworkMethod, HeadMethod):
             p.requires_grad_(True)
         probs = torch.softmax(self._all_logits(self.head_, X)[0], dim=-1)
         self.confident_ = float((probs.max(-1).values > self.threshold).float().mean())
+        self._cutoffs = None
         self.changed_ = float((probs.argmax(-1) != start_labels).float().mean())
         self.head_losses_ = [self.history_[-1]] if self.history_ else []
+
+    def _confident(self, conf: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Items that get a pseudo-label: above ``threshold``, or (``top_fraction``) at or
+        above their cluster's cutoff (:func:`relative_cutoffs`, recomputed each epoch)."""
+        mask = conf > self.threshold
+        if self.top_fraction > 0:
+            cut = getattr(self, "_cutoffs", None)
+            if cut is None:
+                cut = relative_cutoffs(conf, labels, self.n_clusters, self.top_fraction)
+            mask |= conf >= cut[labels]
+        return mask
 
     def _fit_network(self, dataset, backbone, neighbors, out_dir, resume: bool):
         net = Network.from_estimator(dataset, self.base, seed=self.seed, device=self.device)
@@ -239,6 +277,19 @@ class SelfLabel(NetworkMethod, HeadMethod):
         self.confident_ = float(extra.get("confident", 0.0))
         self.confident_start_ = float(extra.get("confident_start", 0.0))
         self.changed_ = float(extra.get("changed", 0.0))
+
+
+def relative_cutoffs(conf: torch.Tensor, labels: torch.Tensor, n_clusters: int, fraction: float) -> torch.Tensor:
+    """Per cluster ``c``, the confidence of its ``ceil(fraction * n_c)``-th most confident
+    item (``n_c`` items predicted ``c``); ``inf`` for an empty cluster. ``conf >= cut[c]``
+    keeps the top ``fraction`` of every cluster (ties may add a few): a threshold relative
+    to each cluster, so that clusters whose confidences are all low still get targets."""
+    cut = torch.full((n_clusters,), float("inf"), device=conf.device)
+    for c in range(n_clusters):
+        vals = conf[labels == c]
+        if len(vals):
+            cut[c] = vals.sort(descending=True).values[math.ceil(fraction * len(vals)) - 1] if fraction > 0 else float("inf")
+    return cut
 
 
 def confident_counts(net: Network, threshold: float) -> list[int]:
