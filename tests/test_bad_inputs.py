@@ -255,7 +255,7 @@ def test_finite_huge_values_are_not_zeros(tmp_path):
 
 
 def test_disk_full_is_one_line_and_keeps_earlier_files(world, monkeypatch, capsys):
-    import nolabel.features as F
+    import nolabel.feature_store as F
 
     class Full:
         free = 1000
