@@ -67,8 +67,9 @@ def test_overclustering(name, blobs):
 
 
 def test_head_is_chosen_by_lowest_loss(blobs):
+    """With one size profile for every head (here the k-means one) the lowest objective wins."""
     x, _, nb = blobs
-    est = make("scan", n_heads=4).fit(x, nb)
+    est = make("scan", n_heads=4, size_prior="kmeans").fit(x, nb)
     from nolabel.methods.scan import whole_data_scan_loss
 
     kept = np.argmin(est.head_losses_)
@@ -81,6 +82,19 @@ def test_head_is_chosen_by_lowest_loss(blobs):
     prior = torch.as_tensor(est.prior_)
     assert float(whole_data_scan_loss(p, nbt, est.entropy_weight, prior)[0]) == pytest.approx(est.head_losses_[kept],
                                                                                               rel=1e-3)
+
+
+def test_tempered_head_is_chosen_by_neighbor_kappa(blobs):
+    """Default: head_losses_ holds minus each head's neighbour kappa; on 4 separated blobs
+    every head uses the 4 clusters, so the kept head is the one of highest kappa."""
+    import torch
+
+    from nolabel.methods.size_prior import neighbor_kappa
+
+    x, _, nb = blobs
+    est = make("scan", n_heads=4).fit(x, nb)
+    kappa = float(neighbor_kappa(torch.as_tensor(nb), torch.as_tensor(est.labels_), K))
+    assert -kappa == pytest.approx(min(est.head_losses_), abs=1e-9)
 
 
 @pytest.mark.parametrize("base", ["scan", "kmeans"])
