@@ -313,8 +313,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 NOTES = """Notes:
 
-- ``code``: ``branch`` is this checkout; ``main`` rows ran the same stage with ``--src`` pointing at an older
-  checkout (before chunked validation, streamed heads and float16 k-NN storage); ``budget64MiB`` is this checkout
+- ``code``: ``branch`` is this checkout; ``main`` rows ran the same stage with ``--src`` pointing at the main
+  checkout of 2026-12-01 06:26 UTC, before branch i24 (chunked validation, streamed heads, float16 k-NN storage); ``budget64MiB`` is this checkout
   with ``NOLABEL_IN_MEMORY_MIB=64``, so that a 100k x 384 array takes the large-array paths (memory map kept,
   heads streamed, float16 index) that the default 512 MiB budget reserves for arrays whose float32 copy is larger.
 - ``cli-kmeans`` / ``cli-scan``: the whole ``nolabel cluster FEATURES --method M --k K`` command on a float16
