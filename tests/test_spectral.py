@@ -49,3 +49,28 @@ def test_spectral_needs_neighbours_and_checks_width(moons):
     est = methods.get("spectral")(n_clusters=2).fit(x, nb)
     with pytest.raises(NolabelError, match="dimensions"):
         est.predict(x[:, :2])
+
+
+def test_graph_scales_follow_n_and_k():
+    from nolabel.methods.spectral import graph_scales
+
+    assert graph_scales(16407, 20) == [10, 20, 40, 80, 160]  # N / 2K = 410
+    assert graph_scales(600, 2) == [10, 20, 40, 80]  # 150
+    assert graph_scales(1000, 10) == [10, 20, 40]  # 50
+    assert graph_scales(100, 10) == [10]  # 5: the smallest scale stays
+    assert graph_scales(6, 2) == [5]  # never more neighbours than other items
+
+
+def test_default_joins_the_scales_and_mines_what_it_lacks(moons, tmp_path):
+    x, y, nb = moons  # 10 neighbours given, 80 needed at N=600, K=2
+    est = methods.get("spectral")(n_clusters=2, seed=0)
+    assert type(est).neighbors_needed(est.get_params()) == 10
+    est.fit(x, nb)
+    assert est.scales_ == [10, 20, 40, 80] and est.n_votes_ == 40
+    assert hungarian_acc(y, est.labels_) >= 0.98
+    loaded = methods.ClusterMethod.load(est.save(tmp_path / "sp"))
+    assert loaded.scales_ == est.scales_ and loaded.n_votes_ == 40
+    np.testing.assert_array_equal(loaded.predict(x), est.labels_)
+    one = methods.get("spectral")(n_clusters=2, n_neighbors=10, seed=0).fit(x, nb)  # one graph, as given
+    assert one.scales_ == [10] and type(one).neighbors_needed(one.get_params()) == 10
+    assert hungarian_acc(y, one.labels_) >= 0.98

@@ -64,34 +64,67 @@ def knn_graph_embedding(neighbors: np.ndarray, n_components: int, seed: int = 0)
     return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
 
 
+#: neighbour counts of the k-NN graphs whose spectral embeddings are joined when
+#: ``n_neighbors`` is None (the default); each also at most N / (2K) (see :func:`graph_scales`)
+SCALES = (10, 20, 40, 80, 160)
+
+
+def graph_scales(n: int, n_clusters: int) -> list[int]:
+    """The neighbour counts of :data:`SCALES` that fit ``n`` items in ``n_clusters``
+    clusters: at most half the mean cluster size ``n / (2K)`` (a larger neighbourhood
+    must cross into other clusters even when they are equal and perfectly separated),
+    and below ``n``; the smallest scale always stays."""
+    cap = min(n / (2.0 * n_clusters), n - 1)
+    return [s for s in SCALES if s <= cap] or [max(1, min(SCALES[0], n - 1))]
+
+
 @register("spectral")
 class Spectral(ClusterMethod):
-    """Spectral clustering of the mined k-NN graph (normalised adjacency, k-means on its eigenvectors)."""
+    """Spectral clustering of the mined k-NN graphs (normalised adjacency, k-means on their joined eigenvectors)."""
 
     needs_neighbors = True
 
-    def __init__(self, n_clusters: int = 10, n_neighbors: int = 50, n_init: int = 10, seed: int = 0):
+    def __init__(self, n_clusters: int = 10, n_neighbors: int | None = None, n_init: int = 10, seed: int = 0):
         super().__init__(n_clusters=n_clusters, seed=seed)
-        if n_neighbors < 1 or n_init < 1:
+        if (n_neighbors is not None and n_neighbors < 1) or n_init < 1:
             raise NolabelError(f"n_neighbors and n_init must be >= 1, got {n_neighbors} and {n_init}")
         self.n_neighbors = n_neighbors
         self.n_init = n_init
+        self.scales_: list[int] = []
+        self.n_votes_: int | None = None
         self.train_: torch.Tensor | None = None
         self.train_labels_: torch.Tensor | None = None
+
+    @classmethod
+    def neighbors_needed(cls, params: dict[str, Any]) -> int:
+        """``n_neighbors`` when set; with the multi-scale default the smallest scale (the
+        larger ones are mined in ``fit`` when the given neighbours are too few, so that
+        small data sets never ask for more neighbours than they have items)."""
+        n = params.get("n_neighbors")
+        return int(n) if n is not None else SCALES[0]
 
     def _fit(self, x: np.ndarray, neighbors: np.ndarray | None) -> None:
         if self.n_clusters >= len(x) - 1:
             raise NolabelError(f"spectral clustering needs fewer clusters than samples - 1, got K={self.n_clusters}")
-        nb = neighbors[:, : self.n_neighbors]
-        emb = knn_graph_embedding(nb, self.n_clusters, self.seed)
+        if self.n_neighbors is not None:
+            self.scales_ = [min(self.n_neighbors, neighbors.shape[1])]
+        else:
+            self.scales_ = graph_scales(len(x), self.n_clusters)
+            if neighbors.shape[1] < self.scales_[-1]:
+                from ..neighbors import knn
+
+                neighbors = knn(x, self.scales_[-1], seed=int(self.seed)).indices
+        emb = np.concatenate([knn_graph_embedding(neighbors[:, :s], self.n_clusters, self.seed) for s in self.scales_], axis=1)
+        emb /= np.sqrt(len(self.scales_))
         labels = KMeans(self.n_clusters, n_init=self.n_init, random_state=int(self.seed)).fit_predict(emb)
-        self.train_ = torch.nn.functional.normalize(torch.from_numpy(x), dim=1).half()
+        self.n_votes_ = self.scales_[len(self.scales_) // 2]
+        self.train_ = torch.nn.functional.normalize(torch.from_numpy(np.asarray(x, dtype=np.float32)), dim=1).half()
         self.train_labels_ = torch.from_numpy(labels.astype(np.int64))
 
     @torch.no_grad()
     def _predict_proba(self, x: np.ndarray) -> np.ndarray:
         train = self.train_.float()
-        k = min(self.n_neighbors, len(train))
+        k = min(self.n_votes_ or self.n_neighbors or SCALES[0], len(train))
         out = np.empty((len(x), self.n_clusters), dtype=np.float32)
         for i in range(0, len(x), CHUNK):
             q = torch.nn.functional.normalize(torch.from_numpy(np.array(x[i : i + CHUNK], dtype=np.float32)), dim=1)
@@ -107,6 +140,11 @@ class Spectral(ClusterMethod):
             return {}
         return {"train": self.train_, "train_labels": self.train_labels_}
 
+    def _state_extra(self) -> dict[str, Any]:
+        return {"scales": self.scales_, "n_votes": self.n_votes_}
+
     def _load_state(self, tensors: dict[str, torch.Tensor], extra: dict[str, Any]) -> None:
         self.train_ = tensors["train"]
         self.train_labels_ = tensors["train_labels"]
+        self.scales_ = list(extra.get("scales", []))
+        self.n_votes_ = extra.get("n_votes")

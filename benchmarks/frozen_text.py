@@ -1,0 +1,148 @@
+"""Every clustering method against k-means on frozen short-text features, with health columns.
+
+For each ``FEATURES.npy:K`` (``nolabel embed`` output with its ``.items.npz`` labels)
+and each method, fit with the method's DEFAULT parameters over seeds, in this process
+(one thread), with the k-NN mined once per feature file (cosine, as ``nolabel
+neighbors``; each method reads the first ``n_neighbors`` columns it asks for, so the
+neighbours are those the CLI would give it). Labels only score (Hungarian ACC).
+The label-free health check (:mod:`nolabel.health`) of every seed is stored; the
+table shows seed 0's (largest / smallest cluster share, non-empty clusters, mean
+confidence, NMI to a k-means reference on the same features, warnings).
+
+Results accumulate across calls in ``benchmarks/results/<name>.json`` (one entry per
+set and method, so methods can be added or rerun one at a time) and the table is
+rewritten to ``<name>.md``.
+
+    python benchmarks/frozen_text.py --features /work/runs/feats/so_minilm.npy:20 \
+        /work/runs/feats/SearchSnippets.npy:8 /work/runs/feats/Biomedical.npy:20 \
+        /work/runs/feats/agnews.npy:4 --seeds 0,1,2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nolabel import methods
+from nolabel.clustering import make_method, neighbors_needed
+from nolabel.health import health_check, kmeans_reference
+from nolabel.items import load_items
+from nolabel.metrics import hungarian_acc
+from nolabel.neighbors import knn
+
+RESULTS = Path(__file__).parent / "results"
+#: table label -> (method, params, second stage or None)
+METHODS = {
+    "kmeans": ("kmeans", {}, None),
+    "spectral": ("spectral", {}, None),
+    "scan": ("scan", {}, None),
+    "scan+selflabel": ("scan", {}, "selflabel"),
+    "temi": ("temi", {}, None),
+    "sela": ("sela", {}, None),
+    "lsdc": ("lsdc", {}, None),
+}
+
+
+def run_method(label: str, x: np.ndarray, y: np.ndarray, k: int, nb: np.ndarray, seed: int,
+               reference: np.ndarray) -> dict:
+    name, params, then = METHODS[label]
+    t0 = time.perf_counter()
+    est = make_method(name, k, dict(params), seed, then)
+    need = neighbors_needed(est)
+    if need and need > nb.shape[1]:
+        raise SystemExit(f"{label} needs {need} neighbours, only {nb.shape[1]} mined: raise --neighbors")
+    est.fit(x, nb if need else None)
+    p = est.predict_proba(x)
+    lab = p.argmax(1)
+    return {"seed": seed, "acc": hungarian_acc(y, lab), "seconds": time.perf_counter() - t0,
+            "health": health_check(lab, p.max(1), k, reference)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--features", nargs="+", default=[], help="FEATURES.npy:K pairs")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--neighbors", type=int, default=200, help="neighbours mined per item (>= any method's need)")
+    ap.add_argument("--name", default="frozen_text")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--table-only", action="store_true", help="rewrite the markdown from the stored JSON and stop")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    store = RESULTS / f"{args.name}.json"
+    results = json.loads(store.read_text()) if store.exists() else {}
+    if not isinstance(results, dict):  # the earlier CLI-driven table (a list of summaries)
+        results = {}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    for spec in [] if args.table_only else args.features:
+        path, _, k = spec.rpartition(":")
+        features, k = Path(path), int(k)
+        x = np.load(features).astype(np.float32)
+        y = load_items(features).labels
+        nb = knn(x, args.neighbors).indices
+        reference = kmeans_reference(x, k)
+        entry = results.setdefault(features.stem, {"n": len(x), "k": k, "methods": {}})
+        for label in args.methods.split(","):
+            runs = []
+            for seed in seeds:
+                runs.append(run_method(label, x, y, k, nb, seed, reference))
+                print(features.stem, label, seed, f"ACC {100 * runs[-1]['acc']:.1f}",
+                      f"{runs[-1]['seconds']:.0f}s", runs[-1]["health"]["warnings"], flush=True)
+            entry["methods"][label] = {"commit": commit, "params": METHODS[label][1], "then": METHODS[label][2],
+                                       "runs": runs}
+            RESULTS.mkdir(exist_ok=True)
+            store.write_text(json.dumps(results, indent=1))
+    write_table(results, args.name)
+
+
+def write_table(results: dict, name: str) -> None:
+    order = list(METHODS)
+    lines = ["| set | N | K | method | ACC | vs k-means | s/seed | largest share | smallest share | non-empty | "
+             "mean conf. | NMI to k-means | warnings |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    best = []
+    for stem, entry in results.items():
+        base = entry["methods"].get("kmeans")
+        km = np.mean([r["acc"] for r in base["runs"]]) if base else None
+        top = None
+        for label, m in sorted(entry["methods"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99):
+            runs = m["runs"]
+            acc = np.array([r["acc"] for r in runs])
+            h = runs[0]["health"]
+            delta = f"{100 * (acc.mean() - km):+.1f}" if km is not None else "-"
+            if label != "kmeans" and (top is None or acc.mean() > top[1]):
+                top = (label, acc.mean())
+            lines.append(f"| {stem} | {entry['n']} | {entry['k']} | {label} | {100 * acc.mean():.1f} ± "
+                         f"{100 * acc.std():.1f} | {delta} | {np.mean([r['seconds'] for r in runs]):.0f} | "
+                         f"{100 * h['largest_share']:.1f}% | {100 * h['smallest_share']:.1f}% | "
+                         f"{h['n_nonempty']}/{h['n_clusters']} | {h['mean_confidence']:.2f} | "
+                         f"{h['agreement_kmeans']:.2f} | {len(h['warnings'])} |")
+        if top and km is not None:
+            best.append(f"{stem}: {top[0]} {100 * (top[1] - km):+.1f}")
+    seeds = sorted({r["seed"] for e in results.values() for m in e["methods"].values() for r in m["runs"]})
+    head = ["# Frozen all-MiniLM-L6-v2 features of the short-text sets: every method against k-means", "",
+            f"Written by `benchmarks/frozen_text.py`; default parameters of every method, K = number of classes, "
+            f"seeds {','.join(map(str, seeds))} (mean ± std), labels used only to score (Hungarian ACC on all items). "
+            "Health columns (label-free, `nolabel.health`) of seed 0: cluster shares, non-empty clusters, mean "
+            "confidence, NMI to a k-means reference on the same features, number of warnings. s/seed: seconds per "
+            "seed in one process with one thread on this shared 2-core machine. The commit each row ran at is in the "
+            ".json.", "",
+            "Command: `python benchmarks/frozen_text.py --features /work/runs/feats/so_minilm.npy:20 "
+            "/work/runs/feats/SearchSnippets.npy:8 /work/runs/feats/Biomedical.npy:20 /work/runs/feats/agnews.npy:4 "
+            "--seeds 0,1,2` (features: `nolabel embed` with all-MiniLM-L6-v2 of `../shared/datasets/text`).", ""]
+    tail = ["", "Best learned method against k-means: " + "; ".join(best) + "."] if best else []
+    table = "\n".join(head + lines + tail)
+    print(table)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
