@@ -9,9 +9,9 @@ The label-free health check (:mod:`nolabel.health`) of every seed is stored; the
 table shows seed 0's (largest / smallest cluster share, non-empty clusters, mean
 confidence, NMI to a k-means reference on the same features, warnings).
 
-Results accumulate across calls in ``benchmarks/results/<name>.json`` (one entry per
-set and method, so methods can be added or rerun one at a time) and the table is
-rewritten to ``<name>.md``.
+Runs go seed by seed (seed 0 of every set and method first) and accumulate across calls
+in ``benchmarks/results/<name>.json`` (a (set, method, seed) already there is skipped, so
+an interrupted grid resumes); the table is rewritten to ``<name>.md``.
 
     python benchmarks/frozen_text.py --features /work/runs/feats/so_minilm.npy:20 \
         /work/runs/feats/SearchSnippets.npy:8 /work/runs/feats/Biomedical.npy:20 \
@@ -49,17 +49,31 @@ METHODS = {
 
 
 def run_method(label: str, x: np.ndarray, y: np.ndarray, k: int, nb: np.ndarray, seed: int,
-               reference: np.ndarray) -> dict:
+               reference: np.ndarray, fitted: dict) -> dict:
+    """Fit ``label`` with one seed and score it. A second stage (``scan+selflabel``) starts
+    from the base fitted for the base's own row with the same seed when ``fitted`` holds
+    it (as ``nolabel cluster --then`` does: the same base, fitted once); its seconds
+    then count the base's fit too."""
     name, params, then = METHODS[label]
     t0 = time.perf_counter()
-    est = make_method(name, k, dict(params), seed, then)
+    base = fitted.get((name, seed)) if then else None
+    extra = 0.0
+    if base is not None:
+        est = methods.get(then)(n_clusters=k, seed=seed, base=base[0])
+        extra = base[1]
+    else:
+        est = make_method(name, k, dict(params), seed, then)
     need = neighbors_needed(est)
     if need and need > nb.shape[1]:
         raise SystemExit(f"{label} needs {need} neighbours, only {nb.shape[1]} mined: raise --neighbors")
     est.fit(x, nb if need else None)
     p = est.predict_proba(x)
     lab = p.argmax(1)
-    return {"seed": seed, "acc": hungarian_acc(y, lab), "seconds": time.perf_counter() - t0,
+    seconds = time.perf_counter() - t0
+    if not then:
+        fitted.clear()  # keep one fitted estimator at a time
+        fitted[(name, seed)] = (est, seconds)
+    return {"seed": seed, "acc": hungarian_acc(y, lab), "seconds": seconds + extra,
             "health": health_check(lab, p.max(1), k, reference)}
 
 
@@ -81,45 +95,56 @@ def main() -> None:
         results = {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
-    for spec in [] if args.table_only else args.features:
-        path, _, k = spec.rpartition(":")
-        features, k = Path(path), int(k)
-        x = np.load(features).astype(np.float32)
-        y = load_items(features).labels
-        nb = knn(x, args.neighbors).indices
-        reference = kmeans_reference(x, k)
-        entry = results.setdefault(features.stem, {"n": len(x), "k": k, "methods": {}})
-        for label in args.methods.split(","):
-            runs = []
-            for seed in seeds:
-                runs.append(run_method(label, x, y, k, nb, seed, reference))
-                print(features.stem, label, seed, f"ACC {100 * runs[-1]['acc']:.1f}",
-                      f"{runs[-1]['seconds']:.0f}s", runs[-1]["health"]["warnings"], flush=True)
-            entry["methods"][label] = {"commit": commit, "params": METHODS[label][1], "then": METHODS[label][2],
-                                       "runs": runs}
-            RESULTS.mkdir(exist_ok=True)
-            store.write_text(json.dumps(results, indent=1))
+    data, fitted = {}, {}
+    for upto in [] if args.table_only else range(len(seeds)):  # seed by seed: every set and method gets a first seed
+        for spec in args.features:
+            path, _, k = spec.rpartition(":")
+            features, k = Path(path), int(k)
+            if not features.with_suffix(".items.npz").exists():
+                print(f"{features}: no labels yet, skipped", flush=True)
+                continue
+            if features.stem not in data:
+                x = np.load(features).astype(np.float32)
+                data[features.stem] = (x, load_items(features).labels, knn(x, args.neighbors).indices,
+                                       kmeans_reference(x, k))
+            x, y, nb, reference = data[features.stem]
+            entry = results.setdefault(features.stem, {"n": len(x), "k": k, "methods": {}})
+            for seed in seeds[: upto + 1]:  # (a set whose features appeared late catches up)
+                for label in args.methods.split(","):
+                    m = entry["methods"].setdefault(label, {"params": METHODS[label][1], "then": METHODS[label][2],
+                                                            "runs": []})
+                    if any(r["seed"] == seed for r in m["runs"]):
+                        continue
+                    run = run_method(label, x, y, k, nb, seed, reference, fitted)
+                    run["commit"] = commit
+                    m["runs"].append(run)
+                    print(features.stem, label, seed, f"ACC {100 * run['acc']:.1f}", f"{run['seconds']:.0f}s",
+                          run["health"]["warnings"], flush=True)
+                    RESULTS.mkdir(exist_ok=True)
+                    store.write_text(json.dumps(results, indent=1))
     write_table(results, args.name)
 
 
 def write_table(results: dict, name: str) -> None:
     order = list(METHODS)
-    lines = ["| set | N | K | method | ACC | vs k-means | s/seed | largest share | smallest share | non-empty | "
+    lines = ["| set | N | K | method | seeds | ACC | vs k-means | s/seed | largest share | smallest share | non-empty | "
              "mean conf. | NMI to k-means | warnings |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     best = []
     for stem, entry in results.items():
         base = entry["methods"].get("kmeans")
         km = np.mean([r["acc"] for r in base["runs"]]) if base else None
         top = None
         for label, m in sorted(entry["methods"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99):
-            runs = m["runs"]
+            runs = sorted(m["runs"], key=lambda r: r["seed"])
+            if not runs:
+                continue
             acc = np.array([r["acc"] for r in runs])
             h = runs[0]["health"]
             delta = f"{100 * (acc.mean() - km):+.1f}" if km is not None else "-"
             if label != "kmeans" and (top is None or acc.mean() > top[1]):
                 top = (label, acc.mean())
-            lines.append(f"| {stem} | {entry['n']} | {entry['k']} | {label} | {100 * acc.mean():.1f} ± "
+            lines.append(f"| {stem} | {entry['n']} | {entry['k']} | {label} | {len(runs)} | {100 * acc.mean():.1f} ± "
                          f"{100 * acc.std():.1f} | {delta} | {np.mean([r['seconds'] for r in runs]):.0f} | "
                          f"{100 * h['largest_share']:.1f}% | {100 * h['smallest_share']:.1f}% | "
                          f"{h['n_nonempty']}/{h['n_clusters']} | {h['mean_confidence']:.2f} | "
@@ -130,7 +155,7 @@ def write_table(results: dict, name: str) -> None:
     head = ["# Frozen all-MiniLM-L6-v2 features of the short-text sets: every method against k-means", "",
             f"Written by `benchmarks/frozen_text.py`; default parameters of every method, K = number of classes, "
             f"seeds {','.join(map(str, seeds))} (mean ± std), labels used only to score (Hungarian ACC on all items). "
-            "Health columns (label-free, `nolabel.health`) of seed 0: cluster shares, non-empty clusters, mean "
+            "Health columns (label-free, `nolabel.health`) of the first seed: cluster shares, non-empty clusters, mean "
             "confidence, NMI to a k-means reference on the same features, number of warnings. s/seed: seconds per "
             "seed in one process with one thread on this shared 2-core machine. The commit each row ran at is in the "
             ".json.", "",
