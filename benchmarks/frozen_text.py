@@ -98,6 +98,8 @@ def main() -> None:
     results = json.loads(store.read_text()) if store.exists() else {}
     if not isinstance(results, dict):  # the earlier CLI-driven table (a list of summaries)
         results = {}
+    for entry in results.values():  # (an earlier layout kept {"runs": [...]} per method)
+        entry["methods"] = {label: m["runs"] if isinstance(m, dict) else m for label, m in entry["methods"].items()}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
     data, fitted = {}, {}
@@ -126,18 +128,25 @@ def main() -> None:
             entry = results.setdefault(features.stem, {"n": len(x), "k": k, "methods": {}})
             for seed in seeds[: upto + 1]:  # (a set whose features appeared late catches up)
                 for label in args.methods.split(","):
-                    m = entry["methods"].setdefault(label, {"params": METHODS[label][1], "then": METHODS[label][2],
-                                                            "runs": []})
-                    if any(r["seed"] == seed for r in m["runs"]):
+                    runs = entry["methods"].setdefault(label, [])
+                    if any(r["seed"] == seed for r in runs):
                         continue
                     run = run_method(label, x, y, k, nb, seed, reference, fitted)
-                    run["commit"] = commit
-                    m["runs"].append(run)
+                    run.update(commit=commit, params=METHODS[label][1], then=METHODS[label][2])
+                    runs.append(run)
                     print(features.stem, label, seed, f"ACC {100 * run['acc']:.1f}", f"{run['seconds']:.0f}s",
                           run["health"]["warnings"], flush=True)
                     RESULTS.mkdir(exist_ok=True)
                     store.write_text(json.dumps(results, indent=1))
     write_table(results, args.name)
+
+
+NOTES = """Notes. `spectral` is the multi-scale default (k-NN graphs of 10, 20, 40, 80 and 160 neighbours, each at
+most N/2K, eigenvectors joined; `nolabel/methods/spectral.py`), no longer the 50-NN graph picked with labels.
+`scan+selflabel` starts from the SCAN fitted for the `scan` row with the same seed (as `--then` does), so its
+s/seed counts both. The supervised linear probe (`--probe`: logistic regression on the labels, 3 folds) is a
+ceiling for what the frozen features separate, not a method. A row with fewer than 3 seeds did not fit in the
+session's time; rerunning the command resumes the grid where it stopped."""
 
 
 def linear_probe(x: np.ndarray, y: np.ndarray) -> list[float]:
@@ -162,37 +171,40 @@ def write_table(results: dict, name: str) -> None:
     best = []
     for stem, entry in results.items():
         base = entry["methods"].get("kmeans")
-        km = np.mean([r["acc"] for r in base["runs"]]) if base else None
+        km = np.mean([r["acc"] for r in base]) if base else None
         top = None
-        for label, m in sorted(entry["methods"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99):
-            runs = sorted(m["runs"], key=lambda r: r["seed"])
+        for label, runs in sorted(entry["methods"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99):
+            runs = sorted(runs, key=lambda r: r["seed"])
             if not runs:
                 continue
             acc = np.array([r["acc"] for r in runs])
-            h = runs[0]["health"]
+            h = {f: np.mean([r["health"][f] for r in runs]) for f in
+                 ("largest_share", "smallest_share", "n_nonempty", "mean_confidence", "agreement_kmeans")}
+            warned = sum(bool(r["health"]["warnings"]) for r in runs)
             delta = f"{100 * (acc.mean() - km):+.1f}" if km is not None else "-"
             if label != "kmeans" and (top is None or acc.mean() > top[1]):
                 top = (label, acc.mean())
-            lines.append(f"| {DISPLAY.get(stem, stem)} | {entry['n']} | {entry['k']} | {label} | {len(runs)} | {100 * acc.mean():.1f} ± "
-                         f"{100 * acc.std():.1f} | {delta} | {np.mean([r['seconds'] for r in runs]):.0f} | "
-                         f"{100 * h['largest_share']:.1f}% | {100 * h['smallest_share']:.1f}% | "
-                         f"{h['n_nonempty']}/{h['n_clusters']} | {h['mean_confidence']:.2f} | "
-                         f"{h['agreement_kmeans']:.2f} | {len(h['warnings'])} |")
+            lines.append(f"| {DISPLAY.get(stem, stem)} | {entry['n']} | {entry['k']} | {label} | {len(runs)} | "
+                         f"{100 * acc.mean():.1f} ± {100 * acc.std():.1f} | {delta} | "
+                         f"{np.mean([r['seconds'] for r in runs]):.0f} | {100 * h['largest_share']:.1f}% | "
+                         f"{100 * h['smallest_share']:.1f}% | {h['n_nonempty']:.1f}/{entry['k']} | "
+                         f"{h['mean_confidence']:.2f} | {h['agreement_kmeans']:.2f} | {warned}/{len(runs)} |")
         if top and km is not None:
             probe = f" (supervised linear probe {100 * np.mean(probes[stem]):.1f})" if stem in probes else ""
             best.append(f"{DISPLAY.get(stem, stem)}: {top[0]} {100 * top[1]:.1f}, {100 * (top[1] - km):+.1f} over k-means{probe}")
-    seeds = sorted({r["seed"] for e in results.values() for m in e["methods"].values() for r in m["runs"]})
+    seeds = sorted({r["seed"] for e in results.values() for runs in e["methods"].values() for r in runs})
     head = ["# Frozen all-MiniLM-L6-v2 features of the short-text sets: every method against k-means", "",
             f"Written by `benchmarks/frozen_text.py`; default parameters of every method, K = number of classes, "
             f"seeds {','.join(map(str, seeds))} (mean ± std), labels used only to score (Hungarian ACC on all items). "
-            "Health columns (label-free, `nolabel.health`) of the first seed: cluster shares, non-empty clusters, mean "
-            "confidence, NMI to a k-means reference on the same features, number of warnings. s/seed: seconds per "
+            "Health columns (label-free, `nolabel.health`), mean over seeds: cluster shares, non-empty clusters, mean "
+            "confidence, NMI to a k-means reference on the same features; seeds warned: seeds with at least one warning. s/seed: seconds per "
             "seed in one process with one thread on this shared 2-core machine. The commit each row ran at is in the "
             ".json.", "",
             "Command: `python benchmarks/frozen_text.py --features /work/runs/feats/so_minilm.npy:20 "
             "/work/runs/feats/SearchSnippets.npy:8 /work/runs/feats/Biomedical.npy:20 /work/runs/feats/agnews.npy:4 "
             "--seeds 0,1,2` (features: `nolabel embed` with all-MiniLM-L6-v2 of `../shared/datasets/text`).", ""]
     tail = ["", "Best learned method against k-means: " + "; ".join(best) + "."] if best else []
+    tail += ["", NOTES]
     table = "\n".join(head + lines + tail)
     print(table)
     RESULTS.mkdir(exist_ok=True)
