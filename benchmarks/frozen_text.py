@@ -66,7 +66,7 @@ def run_method(label: str, x: np.ndarray, y: np.ndarray, k: int, nb: np.ndarray,
     else:
         est = make_method(name, k, dict(params), seed, then)
     need = neighbors_needed(est)
-    if need and need > nb.shape[1]:
+    if need and (nb is None or need > nb.shape[1]):
         raise SystemExit(f"{label} needs {need} neighbours, only {nb.shape[1]} mined: raise --neighbors")
     est.fit(x, nb if need else None)
     p = est.predict_proba(x)
@@ -122,8 +122,10 @@ def main() -> None:
                 continue
             if features.stem not in data:
                 x = np.load(features).astype(np.float32)
-                data[features.stem] = (x, load_items(features).labels, knn(x, args.neighbors).indices,
-                                       kmeans_reference(x, k))
+                needs = any(neighbors_needed(make_method(METHODS[m][0], k, dict(METHODS[m][1]), 0, METHODS[m][2]))
+                            for m in args.methods.split(","))
+                data[features.stem] = (x, load_items(features).labels,
+                                       knn(x, args.neighbors).indices if needs else None, kmeans_reference(x, k))
             x, y, nb, reference = data[features.stem]
             entry = results.setdefault(features.stem, {"n": len(x), "k": k, "methods": {}})
             for seed in seeds[: upto + 1]:  # (a set whose features appeared late catches up)
