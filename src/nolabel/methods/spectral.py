@@ -36,7 +36,7 @@ StackOverflow 70.1 joined, 67.4-67.7 medoid, 67.4-68.7 for single sizes; CIFAR-1
 ResNet-56 84.4 joined, 84.5 medoid, 84.2-84.5 single sizes.
 Results of the default (ACC, k-means -> 50-NN graph -> joined scales; seeds 0-2 unless
 noted): StackOverflow MiniLM 65.4 -> 69.6 -> 69.8, SearchSnippets 74.1 -> 81.0 -> 81.3,
-Biomedical 52.6 -> 50.5 -> 49.8 (seed 0), AG News 83.6 -> 83.5 -> 83.9 (seed 0), CIFAR-10
+Biomedical 52.6 -> 50.5 -> 50.1, AG News 83.6 -> 83.5 -> 84.0, CIFAR-10
 ResNet-56 features 84.4 (50-NN) -> 84.1; every method on the four text sets, with the
 health columns: ``benchmarks/results/frozen_text.md``. Spectral clustering wins where
 classes are connected regions of the graph (SearchSnippets, StackOverflow) and loses a
