@@ -93,9 +93,10 @@ from ..nn import augment as A
 from ..nn.heads import MultiHead, _shared_affine
 from ..nn.losses import ADJACENCIES, consistency_mse, entropy, lsdc_pairwise_bce, rampup
 from ..nn.losses import adjacency as adjacency_targets
+from ..train.loop import SCHEDULES
 from . import register
 from .heads_base import HeadMethod, make_optimizer, perturb, random_neighbors
-from .network import FrozenBlocks, Network, NetworkMethod
+from .network import FrozenBlocks, Network, NetworkMethod, as_neighbors, mine_neighbors
 
 VIEWS = ("neighbor", "perturb")
 BATCHES = ("groups", "random")
@@ -103,7 +104,8 @@ KNN_METRICS = ("cosine", "l2")
 ANCHORS = ("augmented", "clean")
 
 
-def neighbor_groups(anchors: torch.Tensor, neighbors: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+def neighbor_groups(anchors: torch.Tensor, neighbors: torch.Tensor, size: int,
+                    generator: torch.Generator | None) -> torch.Tensor:
     """Each anchor followed by ``size - 1`` of its mined neighbours (uniform, with
     replacement): ``(len(anchors) * size,)`` row indices."""
     cols = torch.randint(neighbors.shape[1], (len(anchors), size - 1), generator=generator).to(neighbors.device)
@@ -196,6 +198,7 @@ class LSDC(NetworkMethod, HeadMethod):
         optimizer: str = "adam",
         nesterov: bool = False,
         schedule: str = "constant",
+        milestones: list[int] | None = None,
         amp: bool | None = None,
         n_heads: int = 1,
         hidden: int | None = 512,
@@ -242,7 +245,10 @@ class LSDC(NetworkMethod, HeadMethod):
         self.frozen_bn = frozen_bn
         self.optimizer = optimizer
         self.nesterov = nesterov
+        if schedule not in SCHEDULES:
+            raise NolabelError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
         self.schedule = schedule
+        self.milestones = None if milestones is None else [int(m) for m in milestones]
         self.amp = amp
         self.n_heads = n_heads
         self.hidden = hidden
@@ -261,8 +267,8 @@ class LSDC(NetworkMethod, HeadMethod):
         with neighbour-group batches the kNN adjacency also holds the mined k-NN relation."""
         k = self.adjacency_k or default_k(len(f), self.n_clusters)
         a = adjacency_targets(f, self.adjacency, k, self.tau, self.sne_temperature, self.knn_metric)
-        if self.adjacency == "knn" and nb is not None and self.batches == "groups":
-            a = torch.maximum(a, adjacency_mined(idx, nb[idx, : self.adjacency_k or 20]))
+        if nb is not None and self.batches == "groups":
+            a = torch.maximum(a, adjacency_mined(idx.to(a.device), nb[idx].to(a.device)).to(a.dtype))
         return a
 
     def _fit(self, x: np.ndarray, neighbors: np.ndarray | None) -> None:
@@ -323,6 +329,11 @@ class LSDC(NetworkMethod, HeadMethod):
             raise NolabelError(f"unknown frozen_bn {self.frozen_bn!r}; choose train or eval")
         net = Network.from_checkpoint(dataset, backbone, self.n_clusters, 1, self.hidden, self.n_layers,
                                       seed=self.seed, device=self.device, find_unused_parameters=False)
+        nb = None
+        if self.batches == "groups":
+            if neighbors is None:
+                neighbors = mine_neighbors(dataset, backbone, self.n_neighbors, self.device)
+            nb = as_neighbors(neighbors, len(net.images))[:, : self.n_neighbors]
         frozen = None
         if self.train_blocks is not None:
             frozen = FrozenBlocks(net.net.backbone, self.train_blocks, bn_eval=self.frozen_bn == "eval")
@@ -332,6 +343,8 @@ class LSDC(NetworkMethod, HeadMethod):
         def step(idx: torch.Tensor, epoch: int) -> dict[str, Any]:
             if frozen is not None:
                 frozen.apply()
+            if nb is not None:  # torch's global generator: restored on resume
+                idx = neighbor_groups(idx[: max(1, len(idx) // self.group_size)], nb, self.group_size, None)
             x = net.images.batch(idx)
             anchor = (aug(x) if self.anchor == "augmented" else net.norm(x)).to(net.device)
             v1, v2 = aug(x).to(net.device), aug(x).to(net.device)
@@ -345,7 +358,7 @@ class LSDC(NetworkMethod, HeadMethod):
             p = torch.softmax(logits[0].float(), dim=-1)
             p1 = torch.softmax(net.model(v1)[0].float(), dim=-1)
             p2 = torch.softmax(net.model(v2)[0].float(), dim=-1)
-            adj = self._targets(feats.detach().float())
+            adj = self._targets(feats.detach().float(), idx, nb)
             targets = adj if not (self.ricap or self.mixup) else A.mix_targets(adj, indices, weights)
             bce = lsdc_pairwise_bce(p, p1, targets)
             mse = consistency_mse(p1, p2)
