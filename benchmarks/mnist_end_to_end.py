@@ -21,7 +21,11 @@ Stages (labels are read only to score each stage, never to choose anything):
    (augmented anchor, two RICAP composites for the consistency, kNN by squared L2 on the raw
    features, one forward pass per view, frozen BatchNorm in training mode), only the last
    conv block and the head trained (the paper freezes all but the last macro-block);
-   ``--lsdc-*`` options change each of these. ``--stages lsdc --tag NAME`` runs this stage alone.
+   ``--lsdc-*`` options change each of these (``--lsdc-batches groups``: neighbour-group
+   batches on the stage-2 20-NN with the mined relation added to the adjacency;
+   ``--lsdc-schedule multistep --lsdc-milestones ...``: torch's MultiStepLR, default steps at
+   140/220 and 180/220 of the epochs). ``--stages lsdc --tag NAME`` runs this stage alone,
+   ``--no-baselines`` skips the two k-means stages.
 Each stage records ACC / NMI / ARI (:func:`nolabel.metrics.evaluate`) and wall time.
 Runs resume from ``--out`` (default ``../runs/mnist_end_to_end``). Results go to
 benchmarks/results/mnist_end_to_end.{json,md} (``.quick`` for ``--quick``).

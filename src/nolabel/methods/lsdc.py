@@ -64,8 +64,21 @@ kind of batch), and BatchNorm layers of frozen blocks run in training mode like 
 the un-augmented image for ``x``. ``train_blocks``: train only the last that many backbone
 blocks (the authors train the last macro-block, ``train_blocks=1``). Differences kept from
 the authors: the in-batch k counts neighbours without the sample itself (their k = 20 keeps
-18 neighbours), no learning-rate steps (``schedule`` constant or cosine; their CIFAR-10 run
-divides by 10 at epochs 140 and 180, their MNIST run has none). Defaults
+18 neighbours); the RICAP targets pair composite j with the sources of composite j (the
+authors' code indexes the permuted corners by the pure image's index instead). ``schedule``:
+``"constant"``, ``"cosine"`` or ``"multistep"`` (torch's ``MultiStepLR``, divide by 10 at each
+epoch of ``milestones``; default ``round(epochs * 140 / 220)`` and ``round(epochs * 180 / 220)``,
+the authors' CIFAR-10 steps 140 and 180 of 220 epochs; their MNIST row has no step).
+
+``batches="groups"`` (both regimes; not in the paper or the authors' code, SCAN's use of the
+mined k-NN): a batch is ``B / group_size`` random anchors, each followed by ``group_size - 1``
+of its first ``n_neighbors`` neighbours mined on the pretext features (``neighbors`` passed
+to ``fit`` / ``fit_dataset``, else mined by cosine with
+:func:`~nolabel.methods.network.mine_neighbors`), and ``A`` is the in-batch adjacency OR the
+mined relation (``j`` among the mined neighbours of ``i`` or ``i`` among those of ``j``). The
+in-batch adjacency comes from features that move while training; the mined one stays
+anchored to the pretext's neighbourhoods (SimCLR 20-NN purity 93.5 on MNIST test), and a
+random batch of 256 out of 10,000 holds almost no mined pair. Defaults
 (``network_defaults``): RICAP beta 0.3, in-batch kNN by squared L2, linear head, no size
 term, ramp-up T 50, Adam lr 1e-4, 50 epochs (the paper: SGD lr 0.1, momentum 0.9,
 ``nesterov`` False, weight decay 5e-4; the MNIST benchmark uses those). Under torchrun the
