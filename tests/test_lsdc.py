@@ -100,9 +100,9 @@ def test_large_k_keeps_every_cluster(many_blobs):
 
 def test_whole_network_lsdc_learns_on_mnist(tmp_path):
     """1,000 MNIST test images, a fresh small_cnn (width 8), neighbour-group batches on pixel 10-NN,
-    size term 0.05, RICAP 0.3, Adam lr 1e-3 with a MultiStep step after epoch 2: 3 epochs lower the
-    loss by >= 0.012 and raise ACC by >= 6 points over the same network untrained (measured:
-    0.412 -> 0.389 and 12.6 % -> 22.3 %). Labels only score."""
+    size term 0.05, RICAP 0.3, Adam lr 1e-3 with a MultiStep step after epoch 1: 2 epochs lower the
+    loss by >= 0.005 and raise ACC by >= 6 points over the same network untrained (measured:
+    0.412 -> 0.403 and 12.6 % -> 23.3 %). Labels only score."""
     from nolabel.backbones.archs import archs
     from nolabel.backbones.local import save_backbone_checkpoint
     from nolabel.data import load_dataset
@@ -119,15 +119,15 @@ def test_whole_network_lsdc_learns_on_mnist(tmp_path):
                              {"in_chans": 1, "width": 8}, 28, 1, [0.13], [0.31])
     nbrs = knn(data.source.reshape(1000, -1).astype(np.float32), 10, backend="torch", device="cpu").indices
     settings = dict(n_clusters=10, batch_size=100, lr=1e-3, optimizer="adam", batches="groups", n_neighbors=10,
-                    entropy_weight=0.05, schedule="multistep", milestones=[2], device="cpu")
+                    entropy_weight=0.05, schedule="multistep", milestones=[1], device="cpu")
     acc = {}
-    for epochs in (0, 3):
+    for epochs in (0, 2):
         est = LSDC.for_network(epochs=epochs, **settings).fit_dataset(data, ckpt, nbrs, out_dir=tmp_path / f"e{epochs}")
         acc[epochs] = evaluate(labels, est.labels_)["acc"]
-    assert est.history_[0] - est.history_[-1] >= 0.012, est.history_
-    assert acc[3] >= acc[0] + 0.06, acc
-    lrs = [h["lr"] for h in read_json(tmp_path / "e3" / "history.json")["history"]]
-    assert lrs == pytest.approx([1e-3, 1e-3, 1e-4])
+    assert est.history_[0] - est.history_[-1] >= 0.005, est.history_
+    assert acc[2] >= acc[0] + 0.06, acc
+    lrs = [h["lr"] for h in read_json(tmp_path / "e2" / "history.json")["history"]]
+    assert lrs == pytest.approx([1e-3, 1e-4])
 
 
 def test_group_batches_mark_mined_neighbours_as_positives():
