@@ -134,9 +134,19 @@ def _cluster_files(path: Path, n: int, d: int, dtype: str) -> Path:
     return npy
 
 
+def _pin_threads(threads: int) -> None:
+    """``faiss.omp_set_num_threads`` and ``torch.set_num_threads`` to ``threads``, for the
+    libraries this stage has already imported (importing them here would count their memory)."""
+    if "faiss" in sys.modules:
+        sys.modules["faiss"].omp_set_num_threads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
 def worker(args: argparse.Namespace) -> None:
     """One stage in this fresh process; prints one JSON line."""
     base_kib = _status_kib("VmRSS")
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # also set by run_one; faiss and torch are pinned below
     kind = "clustered" if args.stage in ("knn-exact", "knn-ivf", "scan", "cli-scan", "cli-kmeans") else "unit"
     work = Path(args.work)
     path = features(work, args.n, args.d, kind, args.dtype)
@@ -145,6 +155,7 @@ def worker(args: argparse.Namespace) -> None:
     stage, n, k = args.stage, args.n, args.k
 
     def start():
+        _pin_threads(args.threads)
         info["ready_mib"] = round((_status_kib("VmRSS") - base_kib) / 1024)  # imports and inputs, before the stage
         return time.perf_counter(), _cpu_seconds()
 
@@ -156,6 +167,8 @@ def worker(args: argparse.Namespace) -> None:
         km = klass(n_clusters=k, seed=0).fit(x)
         info["inertia"] = km.inertia_
     elif stage in ("knn-exact", "knn-ivf"):
+        import faiss  # noqa: F401  (imported before start() so that its threads are pinned)
+
         from nolabel.neighbors import knn
 
         t0, cpu0 = start()
@@ -247,7 +260,7 @@ def run_one(stage: str, n: int, d: int, k: int, args: argparse.Namespace) -> dic
     env = dict(os.environ, PYTHONPATH=args.src, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE",
                OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, __file__, "--worker", stage, "--n", str(n), "--d", str(d), "--k", str(k), "--work", args.work,
-           "--dtype", args.dtype, "--label", args.label]
+           "--dtype", args.dtype, "--label", args.label, "--threads", str(threads)]
     head = {"stage": stage, "n": n, "d": d, "k": k, "dtype": args.dtype, "label": args.label}
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)

@@ -86,13 +86,17 @@ def neighbor_kappa(neighbors: torch.Tensor, labels: torch.Tensor, n_clusters: in
     return out.reshape(labels.shape[:-1])
 
 
-def select_head(logits: torch.Tensor, neighbors: torch.Tensor) -> tuple[int, list[float]]:
+def select_head(logits: torch.Tensor, neighbors: torch.Tensor, n_clusters: int | None = None) -> tuple[int, list[float]]:
     """The head to keep from ``logits`` ``(H, N, K)``: among the heads whose argmax
     partition leaves the fewest clusters empty, the one of highest :func:`neighbor_kappa`
-    on the first ``SELECT_NEIGHBORS`` neighbours. Returns its index and every head's kappa."""
+    on the first ``SELECT_NEIGHBORS`` neighbours. Returns its index and every head's kappa.
+    ``logits`` may instead be the argmax labels ``(H, N)`` (integers, with ``n_clusters``),
+    which the head methods compute in row chunks without the ``(H, N, K)`` array."""
     nb = neighbors[:, :SELECT_NEIGHBORS].to(logits.device)
-    labels = logits.argmax(-1)
-    k = logits.shape[-1]
+    if logits.is_floating_point():
+        labels, k = logits.argmax(-1), logits.shape[-1]
+    else:
+        labels, k = logits, int(n_clusters)
     used = torch.stack([torch.bincount(lab, minlength=k).gt(0).sum() for lab in labels]).cpu()
     q = neighbor_kappa(nb, labels, k)
     return int(q.masked_fill(used < used.max(), float("-inf")).argmax()), q.tolist()
