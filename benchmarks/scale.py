@@ -2,7 +2,7 @@
 
     nice -n 10 .venv/bin/python benchmarks/scale.py                        # the grid below
     nice -n 10 .venv/bin/python benchmarks/scale.py --stages sinkhorn,sela --n 100000 --k 1000
-    .venv/bin/python benchmarks/scale.py --quick                           # seconds: N=2k/5k, K=10
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --threads 1 --quick                           # seconds: N=2k/5k, K=10
     nice -n 10 .venv/bin/python benchmarks/scale.py --append --dtype float16 --stages knn-ivf,scan --n 1281167
     nice -n 10 .venv/bin/python benchmarks/scale.py --append --dtype float16 --stages cli-kmeans --n 100000 \
         --k 20 --src ../old-checkout/src --label main                       # the same stage on other code
@@ -22,8 +22,10 @@ memory-mapped features) minus the resident set before loading nolabel. Stages:
 - ``sinkhorn``: ``nolabel.nn.sinkhorn.sinkhorn_knopp`` on (N, K) log-softmax of random
   logits (``lam`` 10, SeLa's default tolerance); ``sela``: a faithful re-implementation
   of SeLa's ``cpu_sk`` (float64 ``P^lam``, the same stopping rule and tolerance);
-- ``scan``: one epoch of SCAN's heads (10 heads, batch 256; k=20 neighbours from the
-  ``knn-*`` stage's saved file of the same data, else mined first, not timed);
+- ``scan`` / ``temi``: one epoch of SCAN's heads (10 heads, batch 256) / TEMI's heads (16
+  heads, batch 256), the whole ``fit`` with its defaults otherwise (k-means size prior, head
+  selection, final prediction; their CPU seconds in ``parts_cpu_s``); k=20 neighbours from the
+  ``knn-*`` stage's saved file of the same data, else mined first, not timed;
 - ``kauto``: ``nolabel.kestimate.estimate_k`` with its default K range;
 - ``cli-kmeans`` / ``cli-scan``: the whole ``nolabel cluster`` command (1 SCAN epoch);
 - ``imports``: the imports alone (torch, faiss, scikit-learn, nolabel's CLI and methods).
@@ -47,7 +49,7 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("kmeans", "knn-exact", "knn-ivf", "sinkhorn", "sela", "scan", "kauto", "cli-kmeans", "cli-scan", "imports")
+STAGES = ("kmeans", "knn-exact", "knn-ivf", "sinkhorn", "sela", "scan", "temi", "kauto", "cli-kmeans", "cli-scan", "imports")
 
 
 def _status_kib(field: str) -> int:
@@ -143,11 +145,38 @@ def _pin_threads(threads: int) -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
+def _time_parts(stage: str) -> dict:
+    """CPU seconds of a head method's parts (size prior, training epochs, head selection,
+    final prediction), filled in as the fit calls them (wrappers on the classes/modules)."""
+    import importlib
+
+    from nolabel.methods import heads_base
+
+    parts: dict = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **kw):
+            c0 = _cpu_seconds()
+            try:
+                return fn(*a, **kw)
+            finally:
+                parts[name] = parts.get(name, 0.0) + _cpu_seconds() - c0
+        return wrapper
+
+    module = importlib.import_module(f"nolabel.methods.{stage}")
+    module.kmeans_size_prior = timed("size_prior", module.kmeans_size_prior)
+    module.select_head = timed("select_head", module.select_head)
+    cls = heads_base.HeadMethod
+    cls._run_epochs = timed("epochs", cls._run_epochs)
+    cls.predict = timed("predict", cls.predict)
+    return parts
+
+
 def worker(args: argparse.Namespace) -> None:
     """One stage in this fresh process; prints one JSON line."""
     base_kib = _status_kib("VmRSS")
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # also set by run_one; faiss and torch are pinned below
-    kind = "clustered" if args.stage in ("knn-exact", "knn-ivf", "scan", "cli-scan", "cli-kmeans") else "unit"
+    kind = "clustered" if args.stage in ("knn-exact", "knn-ivf", "scan", "temi", "cli-scan", "cli-kmeans") else "unit"
     work = Path(args.work)
     path = features(work, args.n, args.d, kind, args.dtype)
     x = np.load(path, mmap_mode="r")
@@ -196,7 +225,7 @@ def worker(args: argparse.Namespace) -> None:
         sizes = np.bincount(labels, minlength=k)
         info["iterations"] = int(iters)
         info["cluster_size_min_max"] = [int(sizes.min()), int(sizes.max())]
-    elif stage == "scan":
+    elif stage in ("scan", "temi"):
         from nolabel import methods
         from nolabel.neighbors import Neighbors, knn
 
@@ -207,9 +236,11 @@ def worker(args: argparse.Namespace) -> None:
         else:
             indices = knn(x, 20, backend="faiss-ivf" if n >= 50_000 else "faiss").indices
             info["neighbors"] = "mined in this process (untimed)"
-        klass = methods.get("scan")
+        klass = methods.get(stage)
+        parts = _time_parts(stage)
         t0, cpu0 = start()
         klass(n_clusters=k, epochs=1, seed=0).fit(x, indices)
+        info["parts_cpu_s"] = {name: round(v, 2) for name, v in parts.items()}
     elif stage in ("cli-scan", "cli-kmeans"):
         from nolabel.cli import app
 
@@ -423,7 +454,7 @@ def main() -> None:
     for d in ds:
         for n in ns:
             for stage in stages:
-                for k in (ks if stage in ("kmeans", "sinkhorn", "sela", "scan", "cli-scan", "cli-kmeans") else [ks[0]]):
+                for k in (ks if stage in ("kmeans", "sinkhorn", "sela", "scan", "temi", "cli-scan", "cli-kmeans") else [ks[0]]):
                     row = run_one(stage, n, d, k, args)
                     rows = [r for r in rows if key(r) != key(row)] + [row]
                     print(json.dumps(row), flush=True)
