@@ -172,9 +172,29 @@ def _time_parts(stage: str) -> dict:
     return parts
 
 
+class AnonPeak:
+    """The largest anonymous resident set (``RssAnon``: allocated memory, not the clean
+    page cache of the memory-mapped features that ``VmHWM`` also counts), sampled every
+    ``every`` seconds by a daemon thread."""
+
+    def __init__(self, every: float = 0.2):
+        import threading
+
+        self.peak = _status_kib("RssAnon")
+        self.every = every
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, _status_kib("RssAnon"))
+            time.sleep(self.every)
+
+
 def worker(args: argparse.Namespace) -> None:
     """One stage in this fresh process; prints one JSON line."""
     base_kib = _status_kib("VmRSS")
+    base_anon_kib = _status_kib("RssAnon")
+    anon = AnonPeak()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # also set by run_one; faiss and torch are pinned below
     kind = "clustered" if args.stage in ("knn-exact", "knn-ivf", "scan", "temi", "cli-scan", "cli-kmeans") else "unit"
     work = Path(args.work)
@@ -238,9 +258,17 @@ def worker(args: argparse.Namespace) -> None:
             info["neighbors"] = "mined in this process (untimed)"
         klass = methods.get(stage)
         parts = _time_parts(stage)
+        steps = len(x) // 256
+        if args.max_steps and args.max_steps < steps:  # a part of the epoch; its CPU time scaled up in the notes
+            from nolabel.methods import heads_base
+
+            heads_base.HeadMethod._steps_per_epoch = lambda self, n, _m=args.max_steps: min(n // self.batch_size, _m)
+            info["steps"] = f"{args.max_steps} of {steps}"
         t0, cpu0 = start()
         klass(n_clusters=k, epochs=1, seed=0).fit(x, indices)
         info["parts_cpu_s"] = {name: round(v, 2) for name, v in parts.items()}
+        if args.max_steps and args.max_steps < steps:
+            info["epoch_cpu_s_scaled"] = round(parts["epochs"] * steps / args.max_steps, 1)
     elif stage in ("cli-scan", "cli-kmeans"):
         from nolabel.cli import app
 
@@ -280,6 +308,7 @@ def worker(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu0
     peak = _status_kib("VmHWM") - base_kib
+    info["peak_anon_mib"] = round((anon.peak - base_anon_kib) / 1024)
     print(json.dumps({"stage": stage, "n": n, "d": args.d, "k": k, "dtype": args.dtype, "label": args.label, "seconds": seconds,
                       "cpu_seconds": cpu, "peak_mib": peak / 1024, "features_mib": n * args.d * np.dtype(args.dtype).itemsize / 2**20,
                       "loadavg": round(os.getloadavg()[0], 1), **info}))
@@ -291,7 +320,8 @@ def run_one(stage: str, n: int, d: int, k: int, args: argparse.Namespace) -> dic
     env = dict(os.environ, PYTHONPATH=args.src, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE",
                OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, __file__, "--worker", stage, "--n", str(n), "--d", str(d), "--k", str(k), "--work", args.work,
-           "--dtype", args.dtype, "--label", args.label, "--threads", str(threads)]
+           "--dtype", args.dtype, "--label", args.label, "--threads", str(threads),
+           "--max-steps", str(args.max_steps)]
     head = {"stage": stage, "n": n, "d": d, "k": k, "dtype": args.dtype, "label": args.label}
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
@@ -313,8 +343,10 @@ def _series(rows: list[dict]) -> dict:
     groups: dict = {}
     for r in rows:
         if "cpu_seconds" in r:
-            groups.setdefault((r["stage"], r.get("label", ""), r["d"], r["k"]), []).append(
-                (r["n"], r["cpu_seconds"], r.get("dtype", "float32")))
+            cpu, dtype = r["cpu_seconds"], r.get("dtype", "float32")
+            if "epoch_cpu_s_scaled" in r:  # a part of the epoch ran: the whole fit's CPU time with the epoch scaled up
+                cpu, dtype = cpu - r["parts_cpu_s"]["epochs"] + r["epoch_cpu_s_scaled"], dtype + " (epoch scaled)"
+            groups.setdefault((r["stage"], r.get("label", ""), r["d"], r["k"]), []).append((r["n"], cpu, dtype))
     return groups
 
 
@@ -404,7 +436,8 @@ def markdown(record: dict) -> str:
             lines.append(f"{head} - | - | - | - | - | - | {r['error']} |")
             continue
         notes = ", ".join(f"{key}={r[key]}" for key in ("data", "iterations", "recall", "search", "neighbors", "k_pick", "k_range",
-                                                        "cluster_size_min_max") if key in r)
+                                                        "cluster_size_min_max", "steps", "parts_cpu_s",
+                                                        "epoch_cpu_s_scaled", "peak_anon_mib", "threads") if key in r)
         lines.append(f"{head} {r['seconds']:.2f} | {r.get('cpu_seconds', float('nan')):.2f} | {r['peak_mib']:.0f} | {r.get('ready_mib', '-')} | "
                      f"{r['features_mib']:.0f} | {r.get('loadavg', '-')} | {notes} |")
     lines += ["", "Fitted exponents (CPU time ~ N^e) and the CPU time they extrapolate to at ImageNet size",
@@ -431,6 +464,9 @@ def main() -> None:
     p.add_argument("--name", default="scale", help="results file stem")
     p.add_argument("--append", action="store_true", help="merge into an existing results file")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--max-steps", type=int, default=0,
+                   help="scan/temi: stop the epoch after this many steps (0: the whole epoch); the epoch's CPU time "
+                        "is then also reported scaled to all steps (epoch_cpu_s_scaled)")
     p.add_argument("--merge", default=None, help="only rebuild NAME's results, taking the rows of this results JSON over its own")
     args = p.parse_args()
     if args.worker:

@@ -263,3 +263,14 @@ def test_torch_knn_above_the_budget_is_chunked_and_exact(tmp_path, monkeypatch):
     got = knn(x, 7, backend="torch", chunk_size=50, device="cpu")
     np.testing.assert_array_equal(got.indices, ref.indices)
     np.testing.assert_allclose(got.similarities, ref.similarities, atol=1e-6)
+
+
+def test_max_proba_in_chunks_equals_the_softmax_of_all_logits(monkeypatch):
+    x = clustered(n=300, dtype=np.float32)
+    nb = knn(x, 10, backend="faiss").indices
+    est = _fitted_scan(x, nb)
+    X = est._inputs(x)
+    ref = torch.softmax(est._all_logits(est.head_, X)[0], dim=-1).max(-1)
+    monkeypatch.setattr(memory, "CHUNK_BYTES", 4 * 4 * 7)  # 7-row chunks
+    conf, labels = est._all_max_proba(est.head_, X)
+    assert torch.equal(conf, ref.values) and torch.equal(labels, ref.indices)

@@ -255,6 +255,14 @@ class HeadMethod(ClusterMethod):
         step = self._chunk_rows(head.n_heads)
         return torch.cat([head(x[i : i + step]).argmax(-1) for i in range(0, len(x), step)], dim=1)
 
+    @torch.no_grad()
+    def _all_max_proba(self, head: MultiHead, x: torch.Tensor | StreamedRows) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first head's largest probability and its cluster for every row, ``(N,)`` each, in
+        row chunks: ``torch.softmax(_all_logits(head, x)[0], -1).max(-1)`` without the ``(N, K)`` array."""
+        step = self._chunk_rows(head.n_heads)
+        parts = [torch.softmax(head(x[i : i + step])[0], dim=-1).max(-1) for i in range(0, len(x), step)]
+        return torch.cat([p.values for p in parts]), torch.cat([p.indices for p in parts])
+
     # ---- prediction and the head accessor --------------------------------------------
     @torch.no_grad()
     def _predict_proba(self, x: np.ndarray) -> np.ndarray:
