@@ -399,7 +399,17 @@ NOTES = """Notes:
 - k-means ``auto`` changes path with N*K: scikit-learn Lloyd with 10 restarts up to N*K = 1e6, faiss (3 restarts,
   trained on at most 256 K sampled rows) beyond. An exponent across the switch (K=100: Lloyd at 10k, faiss at
   100k) is not a growth rate. On the faiss path only PCA and the assignment passes grow with N.
-- ``scan`` is one epoch of 10 linear heads (k-NN loaded from the ``knn-ivf`` row's file, else mined untimed).
+- ``scan`` / ``temi`` are the whole ``fit`` with one epoch (SCAN: 10 linear heads; TEMI: 16 MLP heads; batch
+  256; k-NN loaded from the ``knn-ivf`` row's file, else mined untimed); ``parts_cpu_s`` splits its CPU time into
+  the k-means size prior, the epoch, the head selection and the final prediction. ``steps=S of T``: only S of the
+  epoch's T steps ran (``--max-steps``); ``epoch_cpu_s_scaled`` is the epoch's CPU time scaled to T steps (a step's
+  cost does not depend on N), and the exponent table uses the fit's CPU time with that scaled epoch (marked
+  "epoch scaled"): an extrapolation, not a measurement.
+- ``threads=1`` rows ran with ``OMP_NUM_THREADS=1`` and ``faiss.omp_set_num_threads(1)`` /
+  ``torch.set_num_threads(1)`` (``--threads 1``).
+- ``peak_anon_mib``: the largest anonymous resident set (allocated memory, sampled every 0.2 s) minus the one
+  before ``import nolabel``; unlike peak RSS it leaves out the clean, reclaimable page cache of the memory-mapped
+  features, and like it counts the imports (torch about 400 MiB anonymous).
 - ``knn-ivf``'s nprobe is doubled from 1 (``nlist // 32`` in rows from before 2026-12-01) until the recall@k on
   1,000 sampled rows reaches 0.9 (recall column).
 - Full copies found along ``nolabel run`` / ``cluster`` on a memory-mapped float16 ``.npy`` (older code) and what
@@ -413,9 +423,17 @@ NOTES = """Notes:
   ran scikit-learn Lloyd on them: above N*K = 1e6 it is nolabel's chunked faiss k-means; (5) the k-NN index held
   float32 rows (2x float16 features): above the budget it stores float16 (``QT_fp16``), recall measured;
   (6) k-means' Lloyd path projects all rows in memory (and scikit-learn centres a copy): ``auto`` takes the
-  chunked faiss path above the budget. Left: SCAN's head selection computes (H, N, K) logits and their softmax
-  over all rows (``scan.py``), a ``kmeans`` size prior materialises the rows, the torch k-NN backend normalises a
-  float32 copy, and ``network_run.py`` loads float32.
+  chunked faiss path above the budget; (7) SCAN's, TEMI's and SeLa's head selection computed (H, N, K) logits
+  (and SCAN's uniform/k-means prior their softmax): the kappa rule reads (H, N) argmax labels computed in row
+  chunks (bit-identical), SCAN's whole-data loss runs in row chunks when (H, N, K) float32 exceeds the budget
+  (neighbours' predictions recomputed; equal up to rounding), SeLa then takes one head's (N, K) at a time;
+  (8) the k-means size prior of the tempered heads copied and normalised all rows for scikit-learn: above the
+  budget it is nolabel's chunked faiss k-means on the memory map; (9) the torch k-NN backend normalised a float32
+  copy (two, with the division): above the budget it scores query blocks against row chunks with a running top-k;
+  (10) the heads' ``predict`` took the argmax of an (N, K) ``predict_proba``, self-labelling its confidences from
+  (N, K) softmaxes: both in row chunks; (11) ``network_run.py`` loaded the re-extracted features as float32: now
+  as the runs do. Left: SeLa's Sinkhorn holds one head's (N, K) (inherent), ``predict_proba`` returns (N, K),
+  whole-network training embeds and mines neighbours in memory.
 - Peak RSS is the process's high-water mark minus its resident set before ``import nolabel``: it counts imports
   (torch alone is about 300-700 MiB; the ``before stage`` column is the resident set after the stage's imports and
   inputs, before its timed call) and the touched pages of the memory-mapped features. ``load`` is the 1-minute
