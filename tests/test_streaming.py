@@ -274,3 +274,21 @@ def test_max_proba_in_chunks_equals_the_softmax_of_all_logits(monkeypatch):
     monkeypatch.setattr(memory, "CHUNK_BYTES", 4 * 4 * 7)  # 7-row chunks
     conf, labels = est._all_max_proba(est.head_, X)
     assert torch.equal(conf, ref.values) and torch.equal(labels, ref.indices)
+
+
+def test_neighbor_kappa_in_blocks_equals_the_edge_list_formula(monkeypatch):
+    from nolabel.methods import size_prior
+
+    g = torch.Generator().manual_seed(0)
+    nb = torch.randint(0, 500, (500, 6), generator=g)
+    labels = torch.randint(0, 5, (3, 500), generator=g)
+    rows = torch.arange(500).repeat_interleave(6)
+    cols = nb.reshape(-1)
+    deg = torch.full((500,), 6.0, dtype=torch.float64).index_add_(0, cols, torch.ones(3000, dtype=torch.float64))
+    want = []
+    for lab in labels:
+        p_o = 2.0 * float((lab[rows] == lab[cols]).sum()) / 6000
+        p_e = float(((torch.zeros(5, dtype=torch.float64).index_add_(0, lab, deg) / 6000) ** 2).sum())
+        want.append((p_o - p_e) / (1 - p_e))
+    got = size_prior.neighbor_kappa(nb, labels, 5)
+    assert got.tolist() == want
