@@ -146,8 +146,9 @@ def _pin_threads(threads: int) -> None:
 
 
 def _time_parts(stage: str) -> dict:
-    """CPU seconds of a head method's parts (size prior, training epochs, head selection,
-    final prediction), filled in as the fit calls them (wrappers on the classes/modules)."""
+    """CPU seconds of a head method's parts (size prior, training epochs, every head's argmax
+    over all rows and the head selection on it, final prediction), filled in as the fit calls
+    them (wrappers on the classes/modules)."""
     import importlib
 
     from nolabel.methods import heads_base
@@ -168,6 +169,7 @@ def _time_parts(stage: str) -> dict:
     module.select_head = timed("select_head", module.select_head)
     cls = heads_base.HeadMethod
     cls._run_epochs = timed("epochs", cls._run_epochs)
+    cls._all_labels = timed("all_labels", cls._all_labels)  # the heads' argmax over all rows, for select_head
     cls.predict = timed("predict", cls.predict)
     return parts
 
