@@ -389,7 +389,42 @@ def plot(rows: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-NOTES = """Notes:
+NOTES = """1.28M x 384 float16 (2026-12-01, branch i33; ``--work /work/runs/i33/scale --threads 1``, i.e.
+``OMP_NUM_THREADS=1``, ``faiss.omp_set_num_threads(1)``, ``torch.set_num_threads(1)``; nice 0 (the 1.28M ``knn-ivf``
+ran its first 20 minutes at nice 10); the machine's 1-minute load was 8-12 on 2 cores throughout, so wall time
+is 3-6x the CPU time). Data: ``clustered`` unit rows (1,000 random centres plus noise; uniformly random
+directions have no neighbour structure and would send IVF to every list). All of these are measured except
+where "scaled" or "estimated" says otherwise:
+
+| N | stage | CPU s | parts (CPU s) | peak RSS / anonymous (MiB) | notes |
+|---|---|---|---|---|---|
+| 100,000 | knn-ivf (k=20) | 22.4 | | 586 / 563 | recall@20 0.912 (nprobe 1 of 1,265) |
+| 1,281,167 | knn-ivf (k=20) | 439.3 | | 2,832 / about 1,870 | recall@20 0.952 against exact float32 search on 1,000 sampled queries (nprobe 4 of 4,528); anonymous read from /proc during the final search (the row predates ``peak_anon_mib``) |
+| 100,000 | scan, 1 epoch | 38.2 | prior 34.2 (scikit-learn, in memory), epoch 1.8, selection 0.2, predict 0.7 | 1,724 / 1,166 | below the budget: in-memory paths |
+| 1,281,167 | scan, 1 epoch | 66.4 | prior 20.2 (chunked faiss), epoch 26.8 (5,004 steps), selection 8.8, predict 4.1 | 2,589 / 1,149 | streamed from the memory map |
+| 100,000 | temi, 1 epoch | 125.5 | prior 33.2, epoch 76.3 (390 steps), all-row argmax 13.8, kappa 0.4, predict 1.2 | 1,963 / 1,387 | |
+| 1,281,167 | temi, 200 of 5,004 steps | 264.5 | prior 21.7, 200 steps 38.4, kappa 18.8, predict 10.9; the rest (about 169) is mostly the 16 teacher heads' argmax over all rows (not yet timed apart in that run) | 2,855 / 1,406 | a full epoch scaled: 38.4 x 5,004 / 200 = 961 s, the whole fit about 1,187 CPU s (extrapolated, not measured) |
+
+Exponents per part between 100k and 1.28M (float16; CPU time ~ N^e): SCAN epoch 1.05; TEMI epoch 1.0 (0.196 and
+0.192 CPU s per step at 100k and 1.28M: a step's cost does not depend on N, the steps are N / 256); TEMI's all-row
+argmax about 0.98; ``knn-ivf`` 1.17 (nprobe 1 -> 4; with ``nlist ~ 4 sqrt(N)`` the coarse assignment grows as
+N^1.5 asymptotically: IVF is not O(N log N), HNSW would be); SCAN's kappa 1.5 (0.19 -> 8.8 s: random gathers of
+labels over 1.28M rows miss the caches; small in absolute terms); the size prior changes path at the budget
+(scikit-learn Lloyd on all rows in memory at 100k, 34 s; chunked faiss above it, 20 s at 1.28M), so no exponent.
+The whole-fit exponents in the table above mix those paths (and rows of older code at 10k/100k float32).
+
+Memory at 1.28M against "2x the features plus O(N k)" (features 938 MiB, 2x = 1,877 MiB; the k=20 neighbour table
+195 MiB as int64): allocated (anonymous) memory stays within it (k-NN about 1,870 MiB: the float16 index, the
+inverted lists' growth slack, the (N, 20) results; SCAN 1,149 and TEMI 1,406 MiB including about 400 MiB of
+torch and the neighbour table). Peak RSS also counts the memory map's clean page cache (up to 938 MiB,
+reclaimable) and the imports: 2,832 (k-NN), 2,589 (SCAN), 2,855 (TEMI) MiB.
+
+Whole chain on one thread at 1.28M x 384 float16, from these rows (CPU s, summed, not run as one command):
+``knn-ivf`` 439 + k-means K=20 58 (row above) + SCAN with 10 epochs about 66 + 9 x 27 = 307: about 800 CPU s
+(13 minutes of one core), within the 2-hour target on 2 cores as far as CPU time goes; wall time on this
+loaded machine was 3-6x longer.
+
+Notes:
 
 - ``code``: ``branch`` is this checkout; ``main`` rows ran the same stage with ``--src`` pointing at the main
   checkout of 2026-12-01 06:26 UTC, before branch i24 (chunked validation, streamed heads, float16 k-NN storage); ``budget64MiB`` is this checkout
