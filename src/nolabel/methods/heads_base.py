@@ -15,7 +15,12 @@ the one the neighbours are mined in). It provides
   DataLoader and no per-sample Python; a tqdm bar with the epoch loss when ``progress``;
 - seeded generators (CPU for indices, the device for noise), so a CPU run is
   deterministic given ``seed``;
-- ``predict_proba = softmax(head_(x))`` in row chunks; save/load of the head, its
+- whole-data statistics without ``(H, N, K)`` arrays: each head's argmax over all rows
+  (:meth:`HeadMethod._all_labels`, for the kappa head selection) and the first head's
+  confidences (:meth:`HeadMethod._all_max_proba`) in row chunks; ``_predictions_in_memory``
+  says when a method's ``(H, N, K)`` float32 would exceed the budget (SCAN's whole-data loss
+  and SeLa's labels then go chunk by chunk / head by head);
+- ``predict_proba = softmax(head_(x))`` and ``predict`` (its argmax) in row chunks; save/load of the head, its
   architecture, the per-epoch loss ``history_`` and each trained head's selection loss
   ``head_losses_``;
 - :meth:`HeadMethod.cluster_head`, the common accessor a second stage (self-labelling)
