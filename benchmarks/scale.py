@@ -414,8 +414,9 @@ labels over 1.28M rows miss the caches; small in absolute terms); the size prior
 The whole-fit exponents in the table above mix those paths (and rows of older code at 10k/100k float32).
 
 Memory at 1.28M against "2x the features plus O(N k)" (features 938 MiB, 2x = 1,877 MiB; the k=20 neighbour table
-195 MiB as int64): allocated (anonymous) memory stays within it (k-NN about 1,870 MiB: the float16 index, the
-inverted lists' growth slack, the (N, 20) results; SCAN 1,149 and TEMI 1,406 MiB including about 400 MiB of
+195 MiB as int64): allocated (anonymous) memory stays within it (k-NN about 1,870 MiB: the float16 index, whose
+inverted lists faiss grows by doubling (1.3x the codes when 200k rows were added in 40k chunks, a side check),
+the (N, 20) results and 64 MiB row chunks with their temporaries; SCAN 1,149 and TEMI 1,406 MiB including about 400 MiB of
 torch and the neighbour table). Peak RSS also counts the memory map's clean page cache (up to 938 MiB,
 reclaimable) and the imports: 2,832 (k-NN), 2,589 (SCAN), 2,855 (TEMI) MiB.
 
