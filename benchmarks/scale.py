@@ -399,16 +399,20 @@ where "scaled" or "estimated" says otherwise:
 | N | stage | CPU s | parts (CPU s) | peak RSS / anonymous (MiB) | notes |
 |---|---|---|---|---|---|
 | 100,000 | knn-ivf (k=20) | 22.4 | | 586 / 563 | recall@20 0.912 (nprobe 1 of 1,265) |
+| 400,000 | knn-ivf (k=20) | 101.3 | | 1,072 / 737 | recall@20 0.911 (nprobe 2 of 2,530) |
 | 1,281,167 | knn-ivf (k=20) | 439.3 | | 2,832 / about 1,870 | recall@20 0.952 against exact float32 search on 1,000 sampled queries (nprobe 4 of 4,528); anonymous read from /proc during the final search (the row predates ``peak_anon_mib``) |
 | 100,000 | scan, 1 epoch | 38.2 | prior 34.2 (scikit-learn, in memory), epoch 1.8, selection 0.2, predict 0.7 | 1,724 / 1,166 | below the budget: in-memory paths |
 | 1,281,167 | scan, 1 epoch | 66.4 | prior 20.2 (chunked faiss), epoch 26.8 (5,004 steps), selection 8.8, predict 4.1 | 2,589 / 1,149 | streamed from the memory map |
 | 100,000 | temi, 1 epoch | 125.5 | prior 33.2, epoch 76.3 (390 steps), all-row argmax 13.8, kappa 0.4, predict 1.2 | 1,963 / 1,387 | |
+| 400,000 | temi, 1 epoch | 377.5 | prior 7.8 (chunked faiss: above the budget), epoch 306.8 (1,562 steps), all-row argmax 56.6, kappa 1.8, predict 3.9 | 2,197 / 1,393 | streamed from the memory map |
 | 1,281,167 | temi, 200 of 5,004 steps | 264.5 | prior 21.7, 200 steps 38.4, kappa 18.8, predict 10.9; the rest (about 169) is mostly the 16 teacher heads' argmax over all rows (not yet timed apart in that run) | 2,855 / 1,406 | a full epoch scaled: 38.4 x 5,004 / 200 = 961 s, the whole fit about 1,187 CPU s (extrapolated, not measured) |
 
-Exponents per part between 100k and 1.28M (float16; CPU time ~ N^e): SCAN epoch 1.05; TEMI epoch 1.0 (0.196 and
-0.192 CPU s per step at 100k and 1.28M: a step's cost does not depend on N, the steps are N / 256); TEMI's all-row
-argmax about 0.98; ``knn-ivf`` 1.17 (nprobe 1 -> 4; with ``nlist ~ 4 sqrt(N)`` the coarse assignment grows as
-N^1.5 asymptotically: IVF is not O(N log N), HNSW would be); SCAN's kappa 1.5 (0.19 -> 8.8 s: random gathers of
+Exponents per part (float16; CPU time ~ N^e): TEMI epoch 1.00 from 100k to 400k, both whole epochs measured (0.196
+CPU s per step at 100k, 400k and, over 200 steps, 1.28M: a step's cost does not depend on N, the steps are N / 256);
+TEMI's all-row argmax 1.02 (100k -> 400k); TEMI's whole fit 0.98 from 400k (measured) to 1.28M (scaled epoch);
+SCAN epoch 1.05 (100k -> 1.28M, both measured); ``knn-ivf`` 1.09 (100k -> 400k) and 1.26 (400k -> 1.28M), nprobe
+1 -> 2 -> 4 for recall 0.9 (with ``nlist ~ 4 sqrt(N)`` the coarse assignment grows as N^1.5 asymptotically: IVF
+is not O(N log N), HNSW would be); SCAN's kappa 1.5 (0.19 -> 8.8 s: random gathers of
 labels over 1.28M rows miss the caches; small in absolute terms); the size prior changes path at the budget
 (scikit-learn Lloyd on all rows in memory at 100k, 34 s; chunked faiss above it, 20 s at 1.28M), so no exponent.
 The whole-fit exponents in the table above mix those paths (and rows of older code at 10k/100k float32).
