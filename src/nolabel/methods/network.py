@@ -198,7 +198,8 @@ class NetworkMethod:
         return self.predict_proba(self.embed_dataset(dataset))
 
     def predict_dataset(self, dataset: Dataset) -> np.ndarray:
-        return self.predict_proba_dataset(dataset).argmax(axis=1).astype(np.int64)
+        """The argmax of :meth:`predict_proba_dataset`, in row chunks (no (N, K) array)."""
+        return self.predict(self.embed_dataset(dataset))
 
     # ---- persistence: the backbone joins the head ----------------------------------------
     def save(self, path: str | Path) -> Path:
