@@ -21,7 +21,11 @@ Stages (labels are read only to score each stage, never to choose anything):
    (augmented anchor, two RICAP composites for the consistency, kNN by squared L2 on the raw
    features, one forward pass per view, frozen BatchNorm in training mode), only the last
    conv block and the head trained (the paper freezes all but the last macro-block);
-   ``--lsdc-*`` options change each of these. ``--stages lsdc --tag NAME`` runs this stage alone.
+   ``--lsdc-*`` options change each of these (``--lsdc-batches groups``: neighbour-group
+   batches on the stage-2 20-NN with the mined relation added to the adjacency;
+   ``--lsdc-schedule multistep --lsdc-milestones ...``: torch's MultiStepLR, default steps at
+   140/220 and 180/220 of the epochs). ``--stages lsdc --tag NAME`` runs this stage alone,
+   ``--no-baselines`` skips the two k-means stages.
 Each stage records ACC / NMI / ARI (:func:`nolabel.metrics.evaluate`) and wall time.
 Runs resume from ``--out`` (default ``../runs/mnist_end_to_end``). Results go to
 benchmarks/results/mnist_end_to_end.{json,md} (``.quick`` for ``--quick``).
@@ -89,7 +93,7 @@ def run_seed(args, data, labels, images, pretext: Path, seed: int) -> dict:
     nbrs = knn(feats, args.k, backend="torch", device="cpu")
     stages["knn"] = {"purity": round(neighbor_purity(nbrs.indices, labels), 4), "k": args.k,
                      "seconds": round(time.perf_counter() - t0, 1)}
-    for name, x in (("kmeans_pixels", images.reshape(len(images), -1).float().numpy() / 255),
+    for name, x in () if args.no_baselines else (("kmeans_pixels", images.reshape(len(images), -1).float().numpy() / 255),
                     ("kmeans_pretext", normalize_rows(feats))):
         t0 = time.perf_counter()
         pred = KMeans(10, n_init=10, random_state=seed).fit_predict(x)
@@ -123,8 +127,10 @@ def run_seed(args, data, labels, images, pretext: Path, seed: int) -> dict:
                         optimizer=args.lsdc_optimizer, ricap=0.3, adjacency="knn", adjacency_k=args.lsdc_k,
                         knn_metric=args.lsdc_knn_metric, anchor=args.lsdc_anchor, frozen_bn=args.lsdc_frozen_bn,
                         rampup_epochs=args.lsdc_rampup, train_blocks=args.lsdc_train_blocks,
-                        entropy_weight=args.lsdc_entropy_weight)
-        ls = LSDC.for_network(**settings, **common).fit_dataset(data, pretext, out_dir=out / "lsdc")
+                        entropy_weight=args.lsdc_entropy_weight, batches=args.lsdc_batches,
+                        group_size=args.lsdc_group_size, n_neighbors=args.k, schedule=args.lsdc_schedule,
+                        milestones=args.lsdc_milestones)
+        ls = LSDC.for_network(**settings, **common).fit_dataset(data, pretext, nbrs.indices, out_dir=out / "lsdc")
         h = history(out / "lsdc")
         stages["lsdc"] = metrics(labels, ls.predict_proba_dataset(data)) | settings | {
             "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(sum(e["seconds"] for e in h), 1),
@@ -176,6 +182,12 @@ def main() -> None:
     parser.add_argument("--lsdc-frozen-bn", choices=("train", "eval"), default="train")
     parser.add_argument("--lsdc-train-blocks", type=int, default=1)
     parser.add_argument("--lsdc-entropy-weight", type=float, default=0.0)
+    parser.add_argument("--lsdc-batches", choices=("random", "groups"), default="random",
+                        help="groups: anchors + mined 20-NN of the pretext features, mined relation added to A")
+    parser.add_argument("--lsdc-group-size", type=int, default=4)
+    parser.add_argument("--lsdc-schedule", choices=("constant", "cosine", "multistep"), default="constant")
+    parser.add_argument("--lsdc-milestones", type=int, nargs="*", default=None)
+    parser.add_argument("--no-baselines", action="store_true", help="skip the two k-means stages")
     parser.add_argument("--subset", type=int, default=0, help="train and score on the first N test images only")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")

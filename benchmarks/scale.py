@@ -2,7 +2,7 @@
 
     nice -n 10 .venv/bin/python benchmarks/scale.py                        # the grid below
     nice -n 10 .venv/bin/python benchmarks/scale.py --stages sinkhorn,sela --n 100000 --k 1000
-    .venv/bin/python benchmarks/scale.py --quick                           # seconds: N=2k/5k, K=10
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --threads 1 --quick                           # seconds: N=2k/5k, K=10
     nice -n 10 .venv/bin/python benchmarks/scale.py --append --dtype float16 --stages knn-ivf,scan --n 1281167
     nice -n 10 .venv/bin/python benchmarks/scale.py --append --dtype float16 --stages cli-kmeans --n 100000 \
         --k 20 --src ../old-checkout/src --label main                       # the same stage on other code
@@ -22,8 +22,10 @@ memory-mapped features) minus the resident set before loading nolabel. Stages:
 - ``sinkhorn``: ``nolabel.nn.sinkhorn.sinkhorn_knopp`` on (N, K) log-softmax of random
   logits (``lam`` 10, SeLa's default tolerance); ``sela``: a faithful re-implementation
   of SeLa's ``cpu_sk`` (float64 ``P^lam``, the same stopping rule and tolerance);
-- ``scan``: one epoch of SCAN's heads (10 heads, batch 256; k=20 neighbours from the
-  ``knn-*`` stage's saved file of the same data, else mined first, not timed);
+- ``scan`` / ``temi``: one epoch of SCAN's heads (10 heads, batch 256) / TEMI's heads (16
+  heads, batch 256), the whole ``fit`` with its defaults otherwise (k-means size prior, head
+  selection, final prediction; their CPU seconds in ``parts_cpu_s``); k=20 neighbours from the
+  ``knn-*`` stage's saved file of the same data, else mined first, not timed;
 - ``kauto``: ``nolabel.kestimate.estimate_k`` with its default K range;
 - ``cli-kmeans`` / ``cli-scan``: the whole ``nolabel cluster`` command (1 SCAN epoch);
 - ``imports``: the imports alone (torch, faiss, scikit-learn, nolabel's CLI and methods).
@@ -47,7 +49,7 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("kmeans", "knn-exact", "knn-ivf", "sinkhorn", "sela", "scan", "kauto", "cli-kmeans", "cli-scan", "imports")
+STAGES = ("kmeans", "knn-exact", "knn-ivf", "sinkhorn", "sela", "scan", "temi", "kauto", "cli-kmeans", "cli-scan", "imports")
 
 
 def _status_kib(field: str) -> int:
@@ -134,10 +136,69 @@ def _cluster_files(path: Path, n: int, d: int, dtype: str) -> Path:
     return npy
 
 
+def _pin_threads(threads: int) -> None:
+    """``faiss.omp_set_num_threads`` and ``torch.set_num_threads`` to ``threads``, for the
+    libraries this stage has already imported (importing them here would count their memory)."""
+    if "faiss" in sys.modules:
+        sys.modules["faiss"].omp_set_num_threads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def _time_parts(stage: str) -> dict:
+    """CPU seconds of a head method's parts (size prior, training epochs, every head's argmax
+    over all rows and the head selection on it, final prediction), filled in as the fit calls
+    them (wrappers on the classes/modules)."""
+    import importlib
+
+    from nolabel.methods import heads_base
+
+    parts: dict = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **kw):
+            c0 = _cpu_seconds()
+            try:
+                return fn(*a, **kw)
+            finally:
+                parts[name] = parts.get(name, 0.0) + _cpu_seconds() - c0
+        return wrapper
+
+    module = importlib.import_module(f"nolabel.methods.{stage}")
+    module.kmeans_size_prior = timed("size_prior", module.kmeans_size_prior)
+    module.select_head = timed("select_head", module.select_head)
+    cls = heads_base.HeadMethod
+    cls._run_epochs = timed("epochs", cls._run_epochs)
+    cls._all_labels = timed("all_labels", cls._all_labels)  # the heads' argmax over all rows, for select_head
+    cls.predict = timed("predict", cls.predict)
+    return parts
+
+
+class AnonPeak:
+    """The largest anonymous resident set (``RssAnon``: allocated memory, not the clean
+    page cache of the memory-mapped features that ``VmHWM`` also counts), sampled every
+    ``every`` seconds by a daemon thread."""
+
+    def __init__(self, every: float = 0.2):
+        import threading
+
+        self.peak = _status_kib("RssAnon")
+        self.every = every
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, _status_kib("RssAnon"))
+            time.sleep(self.every)
+
+
 def worker(args: argparse.Namespace) -> None:
     """One stage in this fresh process; prints one JSON line."""
     base_kib = _status_kib("VmRSS")
-    kind = "clustered" if args.stage in ("knn-exact", "knn-ivf", "scan", "cli-scan", "cli-kmeans") else "unit"
+    base_anon_kib = _status_kib("RssAnon")
+    anon = AnonPeak()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # also set by run_one; faiss and torch are pinned below
+    kind = "clustered" if args.stage in ("knn-exact", "knn-ivf", "scan", "temi", "cli-scan", "cli-kmeans") else "unit"
     work = Path(args.work)
     path = features(work, args.n, args.d, kind, args.dtype)
     x = np.load(path, mmap_mode="r")
@@ -145,6 +206,7 @@ def worker(args: argparse.Namespace) -> None:
     stage, n, k = args.stage, args.n, args.k
 
     def start():
+        _pin_threads(args.threads)
         info["ready_mib"] = round((_status_kib("VmRSS") - base_kib) / 1024)  # imports and inputs, before the stage
         return time.perf_counter(), _cpu_seconds()
 
@@ -156,6 +218,8 @@ def worker(args: argparse.Namespace) -> None:
         km = klass(n_clusters=k, seed=0).fit(x)
         info["inertia"] = km.inertia_
     elif stage in ("knn-exact", "knn-ivf"):
+        import faiss  # noqa: F401  (imported before start() so that its threads are pinned)
+
         from nolabel.neighbors import knn
 
         t0, cpu0 = start()
@@ -183,7 +247,7 @@ def worker(args: argparse.Namespace) -> None:
         sizes = np.bincount(labels, minlength=k)
         info["iterations"] = int(iters)
         info["cluster_size_min_max"] = [int(sizes.min()), int(sizes.max())]
-    elif stage == "scan":
+    elif stage in ("scan", "temi"):
         from nolabel import methods
         from nolabel.neighbors import Neighbors, knn
 
@@ -194,9 +258,19 @@ def worker(args: argparse.Namespace) -> None:
         else:
             indices = knn(x, 20, backend="faiss-ivf" if n >= 50_000 else "faiss").indices
             info["neighbors"] = "mined in this process (untimed)"
-        klass = methods.get("scan")
+        klass = methods.get(stage)
+        parts = _time_parts(stage)
+        steps = len(x) // 256
+        if args.max_steps and args.max_steps < steps:  # a part of the epoch; its CPU time scaled up in the notes
+            from nolabel.methods import heads_base
+
+            heads_base.HeadMethod._steps_per_epoch = lambda self, n, _m=args.max_steps: min(n // self.batch_size, _m)
+            info["steps"] = f"{args.max_steps} of {steps}"
         t0, cpu0 = start()
         klass(n_clusters=k, epochs=1, seed=0).fit(x, indices)
+        info["parts_cpu_s"] = {name: round(v, 2) for name, v in parts.items()}
+        if args.max_steps and args.max_steps < steps:
+            info["epoch_cpu_s_scaled"] = round(parts["epochs"] * steps / args.max_steps, 1)
     elif stage in ("cli-scan", "cli-kmeans"):
         from nolabel.cli import app
 
@@ -236,6 +310,7 @@ def worker(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu0
     peak = _status_kib("VmHWM") - base_kib
+    info["peak_anon_mib"] = round((anon.peak - base_anon_kib) / 1024)
     print(json.dumps({"stage": stage, "n": n, "d": args.d, "k": k, "dtype": args.dtype, "label": args.label, "seconds": seconds,
                       "cpu_seconds": cpu, "peak_mib": peak / 1024, "features_mib": n * args.d * np.dtype(args.dtype).itemsize / 2**20,
                       "loadavg": round(os.getloadavg()[0], 1), **info}))
@@ -247,7 +322,8 @@ def run_one(stage: str, n: int, d: int, k: int, args: argparse.Namespace) -> dic
     env = dict(os.environ, PYTHONPATH=args.src, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE",
                OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, __file__, "--worker", stage, "--n", str(n), "--d", str(d), "--k", str(k), "--work", args.work,
-           "--dtype", args.dtype, "--label", args.label]
+           "--dtype", args.dtype, "--label", args.label, "--threads", str(threads),
+           "--max-steps", str(args.max_steps)]
     head = {"stage": stage, "n": n, "d": d, "k": k, "dtype": args.dtype, "label": args.label}
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
@@ -269,8 +345,10 @@ def _series(rows: list[dict]) -> dict:
     groups: dict = {}
     for r in rows:
         if "cpu_seconds" in r:
-            groups.setdefault((r["stage"], r.get("label", ""), r["d"], r["k"]), []).append(
-                (r["n"], r["cpu_seconds"], r.get("dtype", "float32")))
+            cpu, dtype = r["cpu_seconds"], r.get("dtype", "float32")
+            if "epoch_cpu_s_scaled" in r:  # a part of the epoch ran: the whole fit's CPU time with the epoch scaled up
+                cpu, dtype = cpu - r["parts_cpu_s"]["epochs"] + r["epoch_cpu_s_scaled"], dtype + " (epoch scaled)"
+            groups.setdefault((r["stage"], r.get("label", ""), r["d"], r["k"]), []).append((r["n"], cpu, dtype))
     return groups
 
 
@@ -311,7 +389,47 @@ def plot(rows: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-NOTES = """Notes:
+NOTES = """1.28M x 384 float16 (2026-12-01, branch i33; ``--work /work/runs/i33/scale --threads 1``, i.e.
+``OMP_NUM_THREADS=1``, ``faiss.omp_set_num_threads(1)``, ``torch.set_num_threads(1)``; nice 0 (the 1.28M ``knn-ivf``
+ran its first 20 minutes at nice 10); the machine's 1-minute load was 8-12 on 2 cores throughout, so wall time
+is 3-6x the CPU time). Data: ``clustered`` unit rows (1,000 random centres plus noise; uniformly random
+directions have no neighbour structure and would send IVF to every list). All of these are measured except
+where "scaled" or "estimated" says otherwise:
+
+| N | stage | CPU s | parts (CPU s) | peak RSS / anonymous (MiB) | notes |
+|---|---|---|---|---|---|
+| 100,000 | knn-ivf (k=20) | 22.4 | | 586 / 563 | recall@20 0.912 (nprobe 1 of 1,265) |
+| 400,000 | knn-ivf (k=20) | 101.3 | | 1,072 / 737 | recall@20 0.911 (nprobe 2 of 2,530) |
+| 1,281,167 | knn-ivf (k=20) | 439.3 | | 2,832 / about 1,870 | recall@20 0.952 against exact float32 search on 1,000 sampled queries (nprobe 4 of 4,528); anonymous read from /proc during the final search (the row predates ``peak_anon_mib``) |
+| 100,000 | scan, 1 epoch | 38.2 | prior 34.2 (scikit-learn, in memory), epoch 1.8, selection 0.2, predict 0.7 | 1,724 / 1,166 | below the budget: in-memory paths |
+| 1,281,167 | scan, 1 epoch | 66.4 | prior 20.2 (chunked faiss), epoch 26.8 (5,004 steps), selection 8.8, predict 4.1 | 2,589 / 1,149 | streamed from the memory map |
+| 100,000 | temi, 1 epoch | 125.5 | prior 33.2, epoch 76.3 (390 steps), all-row argmax 13.8, kappa 0.4, predict 1.2 | 1,963 / 1,387 | |
+| 400,000 | temi, 1 epoch | 377.5 | prior 7.8 (chunked faiss: above the budget), epoch 306.8 (1,562 steps), all-row argmax 56.6, kappa 1.8, predict 3.9 | 2,197 / 1,393 | streamed from the memory map |
+| 1,281,167 | temi, 200 of 5,004 steps | 264.5 | prior 21.7, 200 steps 38.4, kappa 18.8, predict 10.9; the rest (about 169) is mostly the 16 teacher heads' argmax over all rows (not yet timed apart in that run) | 2,855 / 1,406 | a full epoch scaled: 38.4 x 5,004 / 200 = 961 s, the whole fit about 1,187 CPU s (extrapolated, not measured) |
+
+Exponents per part (float16; CPU time ~ N^e): TEMI epoch 1.00 from 100k to 400k, both whole epochs measured (0.196
+CPU s per step at 100k, 400k and, over 200 steps, 1.28M: a step's cost does not depend on N, the steps are N / 256);
+TEMI's all-row argmax 1.02 (100k -> 400k); TEMI's whole fit 0.98 from 400k (measured) to 1.28M (scaled epoch);
+SCAN epoch 1.05 (100k -> 1.28M, both measured); ``knn-ivf`` 1.09 (100k -> 400k) and 1.26 (400k -> 1.28M), nprobe
+1 -> 2 -> 4 for recall 0.9 (with ``nlist ~ 4 sqrt(N)`` the coarse assignment grows as N^1.5 asymptotically: IVF
+is not O(N log N), HNSW would be); SCAN's kappa 1.5 (0.19 -> 8.8 s: random gathers of
+labels over 1.28M rows miss the caches; small in absolute terms); the size prior changes path at the budget
+(scikit-learn Lloyd on all rows in memory at 100k, 34 s; chunked faiss above it, 20 s at 1.28M), so no exponent.
+The whole-fit exponents in the table above mix those paths (and rows of older code at 10k/100k float32).
+
+Memory at 1.28M against "2x the features plus O(N k)" (features 938 MiB, 2x = 1,877 MiB; the k=20 neighbour table
+195 MiB as int64): allocated (anonymous) memory stays within it (k-NN about 1,870 MiB: the float16 index, whose
+inverted lists faiss grows by doubling (1.3x the codes when 200k rows were added in 40k chunks, a side check),
+the (N, 20) results and 64 MiB row chunks with their temporaries; SCAN 1,149 and TEMI 1,406 MiB including about 400 MiB of
+torch and the neighbour table). Peak RSS also counts the memory map's clean page cache (up to 938 MiB,
+reclaimable) and the imports: 2,832 (k-NN), 2,589 (SCAN), 2,855 (TEMI) MiB.
+
+Whole chain on one thread at 1.28M x 384 float16, from these rows (CPU s, summed, not run as one command):
+``knn-ivf`` 439 + k-means K=20 58 (row above) + SCAN with 10 epochs about 66 + 9 x 27 = 307: about 800 CPU s
+(13 minutes of one core), within the 2-hour target on 2 cores as far as CPU time goes; wall time on this
+loaded machine was 3-6x longer.
+
+Notes:
 
 - ``code``: ``branch`` is this checkout; ``main`` rows ran the same stage with ``--src`` pointing at the main
   checkout of 2026-12-01 06:26 UTC, before branch i24 (chunked validation, streamed heads, float16 k-NN storage); ``budget64MiB`` is this checkout
@@ -323,7 +441,17 @@ NOTES = """Notes:
 - k-means ``auto`` changes path with N*K: scikit-learn Lloyd with 10 restarts up to N*K = 1e6, faiss (3 restarts,
   trained on at most 256 K sampled rows) beyond. An exponent across the switch (K=100: Lloyd at 10k, faiss at
   100k) is not a growth rate. On the faiss path only PCA and the assignment passes grow with N.
-- ``scan`` is one epoch of 10 linear heads (k-NN loaded from the ``knn-ivf`` row's file, else mined untimed).
+- ``scan`` / ``temi`` are the whole ``fit`` with one epoch (SCAN: 10 linear heads; TEMI: 16 MLP heads; batch
+  256; k-NN loaded from the ``knn-ivf`` row's file, else mined untimed); ``parts_cpu_s`` splits its CPU time into
+  the k-means size prior, the epoch, the head selection and the final prediction. ``steps=S of T``: only S of the
+  epoch's T steps ran (``--max-steps``); ``epoch_cpu_s_scaled`` is the epoch's CPU time scaled to T steps (a step's
+  cost does not depend on N), and the exponent table uses the fit's CPU time with that scaled epoch (marked
+  "epoch scaled"): an extrapolation, not a measurement.
+- ``threads=1`` rows ran with ``OMP_NUM_THREADS=1`` and ``faiss.omp_set_num_threads(1)`` /
+  ``torch.set_num_threads(1)`` (``--threads 1``).
+- ``peak_anon_mib``: the largest anonymous resident set (allocated memory, sampled every 0.2 s) minus the one
+  before ``import nolabel``; unlike peak RSS it leaves out the clean, reclaimable page cache of the memory-mapped
+  features, and like it counts the imports (torch about 400 MiB anonymous).
 - ``knn-ivf``'s nprobe is doubled from 1 (``nlist // 32`` in rows from before 2026-12-01) until the recall@k on
   1,000 sampled rows reaches 0.9 (recall column).
 - Full copies found along ``nolabel run`` / ``cluster`` on a memory-mapped float16 ``.npy`` (older code) and what
@@ -337,9 +465,17 @@ NOTES = """Notes:
   ran scikit-learn Lloyd on them: above N*K = 1e6 it is nolabel's chunked faiss k-means; (5) the k-NN index held
   float32 rows (2x float16 features): above the budget it stores float16 (``QT_fp16``), recall measured;
   (6) k-means' Lloyd path projects all rows in memory (and scikit-learn centres a copy): ``auto`` takes the
-  chunked faiss path above the budget. Left: SCAN's head selection computes (H, N, K) logits and their softmax
-  over all rows (``scan.py``), a ``kmeans`` size prior materialises the rows, the torch k-NN backend normalises a
-  float32 copy, and ``network_run.py`` loads float32.
+  chunked faiss path above the budget; (7) SCAN's, TEMI's and SeLa's head selection computed (H, N, K) logits
+  (and SCAN's uniform/k-means prior their softmax): the kappa rule reads (H, N) argmax labels computed in row
+  chunks (bit-identical), SCAN's whole-data loss runs in row chunks when (H, N, K) float32 exceeds the budget
+  (neighbours' predictions recomputed; equal up to rounding), SeLa then takes one head's (N, K) at a time;
+  (8) the k-means size prior of the tempered heads copied and normalised all rows for scikit-learn: above the
+  budget it is nolabel's chunked faiss k-means on the memory map; (9) the torch k-NN backend normalised a float32
+  copy (two, with the division): above the budget it scores query blocks against row chunks with a running top-k;
+  (10) the heads' ``predict`` took the argmax of an (N, K) ``predict_proba``, self-labelling its confidences from
+  (N, K) softmaxes: both in row chunks; (11) ``network_run.py`` loaded the re-extracted features as float32: now
+  as the runs do. Left: SeLa's Sinkhorn holds one head's (N, K) (inherent), ``predict_proba`` returns (N, K),
+  whole-network training embeds and mines neighbours in memory.
 - Peak RSS is the process's high-water mark minus its resident set before ``import nolabel``: it counts imports
   (torch alone is about 300-700 MiB; the ``before stage`` column is the resident set after the stage's imports and
   inputs, before its timed call) and the touched pages of the memory-mapped features. ``load`` is the 1-minute
@@ -360,7 +496,8 @@ def markdown(record: dict) -> str:
             lines.append(f"{head} - | - | - | - | - | - | {r['error']} |")
             continue
         notes = ", ".join(f"{key}={r[key]}" for key in ("data", "iterations", "recall", "search", "neighbors", "k_pick", "k_range",
-                                                        "cluster_size_min_max") if key in r)
+                                                        "cluster_size_min_max", "steps", "parts_cpu_s",
+                                                        "epoch_cpu_s_scaled", "peak_anon_mib", "threads") if key in r)
         lines.append(f"{head} {r['seconds']:.2f} | {r.get('cpu_seconds', float('nan')):.2f} | {r['peak_mib']:.0f} | {r.get('ready_mib', '-')} | "
                      f"{r['features_mib']:.0f} | {r.get('loadavg', '-')} | {notes} |")
     lines += ["", "Fitted exponents (CPU time ~ N^e) and the CPU time they extrapolate to at ImageNet size",
@@ -387,6 +524,9 @@ def main() -> None:
     p.add_argument("--name", default="scale", help="results file stem")
     p.add_argument("--append", action="store_true", help="merge into an existing results file")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--max-steps", type=int, default=0,
+                   help="scan/temi: stop the epoch after this many steps (0: the whole epoch); the epoch's CPU time "
+                        "is then also reported scaled to all steps (epoch_cpu_s_scaled)")
     p.add_argument("--merge", default=None, help="only rebuild NAME's results, taking the rows of this results JSON over its own")
     args = p.parse_args()
     if args.worker:
@@ -410,7 +550,7 @@ def main() -> None:
     for d in ds:
         for n in ns:
             for stage in stages:
-                for k in (ks if stage in ("kmeans", "sinkhorn", "sela", "scan", "cli-scan", "cli-kmeans") else [ks[0]]):
+                for k in (ks if stage in ("kmeans", "sinkhorn", "sela", "scan", "temi", "cli-scan", "cli-kmeans") else [ks[0]]):
                     row = run_one(stage, n, d, k, args)
                     rows = [r for r in rows if key(r) != key(row)] + [row]
                     print(json.dumps(row), flush=True)

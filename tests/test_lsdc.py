@@ -96,3 +96,57 @@ def test_large_k_keeps_every_cluster(many_blobs):
     h = health_check(p.argmax(1), p.max(1), 30)
     assert h["n_nonempty"] == 30 and h["largest_share"] <= 3 / 30
     assert hungarian_acc(y, p.argmax(1)) >= 0.9
+
+
+def test_whole_network_lsdc_learns_on_mnist(tmp_path):
+    """1,000 MNIST test images, a fresh small_cnn (width 8), neighbour-group batches on pixel 10-NN,
+    size term 0.05, RICAP 0.3, Adam lr 1e-3 with a MultiStep step after epoch 1: 2 epochs lower the
+    loss by >= 0.005 and raise ACC by >= 6 points over the same network untrained (measured:
+    0.412 -> 0.403 and 12.6 % -> 23.3 %). Labels only score."""
+    from nolabel.backbones.archs import archs
+    from nolabel.backbones.local import save_backbone_checkpoint
+    from nolabel.data import load_dataset
+    from nolabel.io import read_json
+    from nolabel.metrics import evaluate
+
+    from conftest import shared_path
+
+    data = load_dataset(f"mnist:{shared_path('datasets', 'mnist')}", split="test").subset(np.arange(1000))
+    labels, data.labels = np.asarray(data.labels), None
+    torch.manual_seed(0)
+    ckpt = tmp_path / "bb.safetensors"
+    save_backbone_checkpoint(archs.get("small_cnn")(in_chans=1, width=8), ckpt, "small_cnn",
+                             {"in_chans": 1, "width": 8}, 28, 1, [0.13], [0.31])
+    nbrs = knn(data.source.reshape(1000, -1).astype(np.float32), 10, backend="torch", device="cpu").indices
+    settings = dict(n_clusters=10, batch_size=100, lr=1e-3, optimizer="adam", batches="groups", n_neighbors=10,
+                    entropy_weight=0.05, schedule="multistep", milestones=[1], device="cpu")
+    acc = {}
+    for epochs in (0, 2):
+        est = LSDC.for_network(epochs=epochs, **settings).fit_dataset(data, ckpt, nbrs, out_dir=tmp_path / f"e{epochs}")
+        acc[epochs] = evaluate(labels, est.labels_)["acc"]
+    assert est.history_[0] - est.history_[-1] >= 0.005, est.history_
+    assert acc[2] >= acc[0] + 0.06, acc
+    lrs = [h["lr"] for h in read_json(tmp_path / "e2" / "history.json")["history"]]
+    assert lrs == pytest.approx([1e-3, 1e-4])
+
+
+def test_group_batches_mark_mined_neighbours_as_positives():
+    lsdc = LSDC(n_clusters=2, adjacency_k=1, batches="groups", n_neighbors=2)
+    nb = torch.tensor([[1, 2], [0, 2], [0, 1], [4, 5], [3, 5], [3, 4]])
+    idx = torch.tensor([0, 3, 5, 1])
+    f = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.9, 0.1], [0.1, 0.9]])  # in-batch 1-NN: 0-3, 1-2
+    a = lsdc._targets(f, idx, nb)
+    assert a[0, 3] == 1 and a[1, 2] == 1  # by features
+    assert a[0, 2] == 0 and a[2, 0] == 0  # 0 and 5: neither mined nor in-batch neighbours
+    assert a[1, 2] == 1 and a[0, 3] == 1 and a[3, 0] == 1  # mined: 3-5, 0-1
+    assert torch.equal(a, a.T) and torch.all(a.diagonal() == 1)
+
+
+def test_multistep_schedule_default_milestones():
+    from nolabel.train.loop import make_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = make_scheduler("multistep", opt, 220)
+    assert sorted(sched.milestones) == [140, 180]
+    with pytest.raises(Exception, match="schedule"):
+        LSDC(schedule="steps")

@@ -166,3 +166,129 @@ def test_kmeans_above_the_budget_takes_the_chunked_faiss_path(tmp_path, no_budge
     small.fit(x)
     np.testing.assert_array_equal(small.labels_, reference.labels_)
     np.testing.assert_allclose(small.inertia_, reference.inertia_, rtol=1e-5)
+
+
+# ---- whole-data statistics of the heads without (H, N, K) arrays --------------------------------------------
+
+def _fitted_scan(x, nb, **params):
+    return methods.get("scan")(n_clusters=4, seed=1, epochs=2, batch_size=64, n_heads=3, **params).fit(x, nb)
+
+
+def test_head_labels_in_chunks_equal_the_argmax_of_all_logits(monkeypatch):
+    x = clustered(n=300, dtype=np.float32)
+    nb = knn(x, 10, backend="faiss").indices
+    est = _fitted_scan(x, nb)
+    head = est.head_
+    X = est._inputs(x)
+    ref = est._all_logits(head, X).argmax(-1)
+    assert torch.equal(est._all_labels(head, X), ref)
+    monkeypatch.setattr(memory, "CHUNK_BYTES", 4 * 4 * 7)  # 7-row chunks
+    assert est._chunk_rows(1) == 7
+    assert torch.equal(est._all_labels(head, X), ref)
+    # select_head on labels is select_head on logits
+    from nolabel.methods.size_prior import select_head
+
+    logits = torch.randn(3, 300, 4, generator=torch.Generator().manual_seed(0))
+    nbt = torch.as_tensor(nb)
+    assert select_head(logits.argmax(-1), nbt, 4) == select_head(logits, nbt)
+
+
+def test_head_predict_is_the_chunked_argmax_of_predict_proba(monkeypatch):
+    x = clustered(n=300, dtype=np.float32)
+    nb = knn(x, 10, backend="faiss").indices
+    est = _fitted_scan(x, nb)
+    monkeypatch.setattr(heads_base, "PREDICT_CHUNK", 16)
+    np.testing.assert_array_equal(est.predict(x), est.predict_proba(x).argmax(axis=1))
+
+
+@pytest.mark.parametrize("size_prior", ["uniform", "kmeans"])
+def test_scan_selection_streamed_equals_in_memory(monkeypatch, size_prior):
+    from nolabel.methods.scan import streamed_scan_loss, whole_data_scan_loss
+
+    x = clustered(n=300, dtype=np.float32)
+    nb = knn(x, 10, backend="faiss").indices
+    est = _fitted_scan(x, nb, size_prior=size_prior)
+    X, nbt = est._inputs(x), est._neighbors(nb)
+    head = est._new_head(X.shape[1], 3)  # an untrained 3-head: selection among distinct heads
+    prior = torch.softmax(torch.randn(3, 4, generator=torch.Generator().manual_seed(2)), -1)
+    ref = whole_data_scan_loss(torch.softmax(est._all_logits(head, X), -1), nbt, 5.0, prior)
+    for chunk in (300, 64, 7):
+        got = streamed_scan_loss(head, X, nbt, 5.0, prior, chunk)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+        assert int(got.argmin()) == int(ref.argmin())
+    # a whole fit that takes the streamed path picks the same head and labels
+    real = est._predictions_in_memory
+    small = _fitted_scan(x, nb, size_prior=size_prior)
+    monkeypatch.setattr(heads_base.HeadMethod, "_predictions_in_memory", lambda self, n, h: False)
+    streamed = _fitted_scan(x, nb, size_prior=size_prior)
+    assert real(300, 3)
+    np.testing.assert_array_equal(streamed.labels_, small.labels_)
+    np.testing.assert_allclose(streamed.head_losses_, small.head_losses_, rtol=1e-5)
+
+
+def test_sela_labels_per_head_above_the_budget_equal_in_memory(monkeypatch):
+    x = clustered(n=300, dtype=np.float32)
+    sela = methods.get("sela")(n_clusters=4, seed=0, epochs=2, batch_size=64, n_heads=3, marginals="uniform").fit(x)
+    X = sela._inputs(x)
+    head = sela._new_head(X.shape[1], 3)
+    ref = sela._labels(head, X, None)
+    monkeypatch.setattr(heads_base.HeadMethod, "_predictions_in_memory", lambda self, n, h: False)
+    got = sela._labels(head, X, None)
+    assert (got == ref).float().mean() > 0.99  # one head's logits alone: equal up to float32 rounding
+    fit = methods.get("sela")(n_clusters=4, seed=0, epochs=2, batch_size=64, n_heads=3, marginals="uniform").fit(x)
+    assert len(fit.head_losses_) == 3 and np.isfinite(fit.head_losses_).all()
+
+
+def test_kmeans_size_prior_above_the_budget_copies_nothing(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    centres = 5.0 * rng.normal(size=(3, 16))
+    sizes = [300, 200, 100]
+    x = np.concatenate([c + 0.2 * rng.normal(size=(s, 16)) for c, s in zip(centres, sizes)]).astype(np.float16)
+    mm = memmap(tmp_path, x)
+    ref = heads_base.kmeans_size_prior(torch.from_numpy(np.array(x, dtype=np.float32)), 3, seed=0)
+    monkeypatch.setattr(StreamedRows, "float", lambda self: pytest.fail("a full copy of the rows"))
+    got = heads_base.kmeans_size_prior(StreamedRows(mm, True, torch.device("cpu")), 3, seed=0)
+    assert torch.equal(got, ref)
+    torch.testing.assert_close(got, torch.tensor([301.0, 201.0, 101.0]) / 603)
+
+
+def test_torch_knn_above_the_budget_is_chunked_and_exact(tmp_path, monkeypatch):
+    import nolabel.neighbors as nbm
+
+    x = memmap(tmp_path, clustered(n=500, d=16))
+    ref = knn(np.array(x, dtype=np.float32), 7, backend="torch", device="cpu")
+    monkeypatch.setattr(memory, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(nbm, "_CHUNK_BYTES", 4 * 16 * 64)  # 64-row chunks of the base
+    monkeypatch.setattr(nbm, "normalize_rows", lambda _: pytest.fail("a float32 copy of all rows"))
+    got = knn(x, 7, backend="torch", chunk_size=50, device="cpu")
+    np.testing.assert_array_equal(got.indices, ref.indices)
+    np.testing.assert_allclose(got.similarities, ref.similarities, atol=1e-6)
+
+
+def test_max_proba_in_chunks_equals_the_softmax_of_all_logits(monkeypatch):
+    x = clustered(n=300, dtype=np.float32)
+    nb = knn(x, 10, backend="faiss").indices
+    est = _fitted_scan(x, nb)
+    X = est._inputs(x)
+    ref = torch.softmax(est._all_logits(est.head_, X)[0], dim=-1).max(-1)
+    monkeypatch.setattr(memory, "CHUNK_BYTES", 4 * 4 * 7)  # 7-row chunks
+    conf, labels = est._all_max_proba(est.head_, X)
+    assert torch.equal(conf, ref.values) and torch.equal(labels, ref.indices)
+
+
+def test_neighbor_kappa_in_blocks_equals_the_edge_list_formula(monkeypatch):
+    from nolabel.methods import size_prior
+
+    g = torch.Generator().manual_seed(0)
+    nb = torch.randint(0, 500, (500, 6), generator=g)
+    labels = torch.randint(0, 5, (3, 500), generator=g)
+    rows = torch.arange(500).repeat_interleave(6)
+    cols = nb.reshape(-1)
+    deg = torch.full((500,), 6.0, dtype=torch.float64).index_add_(0, cols, torch.ones(3000, dtype=torch.float64))
+    want = []
+    for lab in labels:
+        p_o = 2.0 * float((lab[rows] == lab[cols]).sum()) / 6000
+        p_e = float(((torch.zeros(5, dtype=torch.float64).index_add_(0, lab, deg) / 6000) ** 2).sum())
+        want.append((p_o - p_e) / (1 - p_e))
+    got = size_prior.neighbor_kappa(nb, labels, 5)
+    assert got.tolist() == want

@@ -4,6 +4,9 @@ Backends:
 
 - ``"torch"``: exact. Blocks of query rows against all rows, ``topk`` per block, so
   memory is O(N*k + block*N), never N x N. Runs on ``device`` (CUDA when present).
+  Above the in-memory budget no float32 copy of the rows is made in host memory: on the
+  CPU each query block meets the rows chunk by chunk (a running top-k); on a GPU the unit
+  rows are copied to the device chunk by chunk.
 - ``"faiss"``: exact, ``IndexFlatIP`` on the normalised rows.
 - ``"faiss-ivf"``: approximate, ``IndexIVFFlat`` with ``nlist ~ 4 sqrt(N)`` lists
   trained on a sample and ``nprobe`` lists searched per query; rows for which the
@@ -134,7 +137,10 @@ def knn(
         import torch
 
         dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        indices, sims = _torch_knn(normalize_rows(x), np.arange(n), k, chunk_size, dev)
+        if memory.in_memory(x):
+            indices, sims = _torch_knn(normalize_rows(x), np.arange(n), k, chunk_size, dev)
+        else:  # no float32 copy of all rows in host memory
+            indices, sims = _torch_knn_chunked(x, k, chunk_size, dev)
     elif backend == "faiss":
         indices, sims, recall = _faiss_flat_knn(x, k, seed)
     else:
@@ -220,6 +226,62 @@ def _torch_knn(x: np.ndarray, rows: np.ndarray, k: int, chunk_size: int, device:
             scores = buffer[:len(q)]
             torch.mm(base.index_select(0, q), base.T, out=scores)
             scores[torch.arange(len(q), device=device), q] = -math.inf
+            top = torch.topk(scores, k, dim=1)
+            sims[s:s + len(q)] = top.values.cpu().numpy()
+            indices[s:s + len(q)] = top.indices.cpu().numpy()
+    return indices, sims
+
+
+def _torch_knn_chunked(x: np.ndarray, k: int, chunk_size: int, device: Any) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_torch_knn` for rows above the in-memory budget, without their (N, d) float32
+    copy in host memory: on a GPU the unit rows are written to one device tensor chunk by
+    chunk; on the CPU each block of query rows is scored against the rows read and
+    normalised chunk by chunk, keeping a running top-k (memory O(N*k + block*chunk)).
+    Exact like :func:`_torch_knn` (the same cosines up to float32 rounding)."""
+    import torch
+
+    n, d = x.shape
+    if torch.device(device).type != "cpu":
+        base = torch.empty((n, d), dtype=torch.float32, device=device)
+        for start, rows in _unit_chunks(x):
+            base[start:start + len(rows)] = torch.from_numpy(rows).to(device)
+        return _torch_knn_resident(base, k, chunk_size)
+    indices = np.empty((n, k), dtype=np.int64)
+    sims = np.empty((n, k), dtype=np.float32)
+    step = _chunk_rows(d)
+    block = max(1, min(chunk_size, BLOCK_BYTES // (4 * min(step, n))))
+    with torch.no_grad():
+        for s in range(0, n, block):
+            q = torch.from_numpy(_unit_rows(x, np.arange(s, min(s + block, n))))
+            own = torch.arange(s, s + len(q))
+            best_s = torch.full((len(q), k), -math.inf)
+            best_i = torch.full((len(q), k), -1, dtype=torch.int64)
+            for start, rows in _unit_chunks(x):
+                scores = q @ torch.from_numpy(rows).T
+                mine = (own >= start) & (own < start + len(rows))
+                scores[mine.nonzero().squeeze(1), own[mine] - start] = -math.inf
+                top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+                cand_s = torch.cat([best_s, top.values], dim=1)
+                cand_i = torch.cat([best_i, top.indices + start], dim=1)
+                keep = torch.topk(cand_s, k, dim=1).indices
+                best_s, best_i = cand_s.gather(1, keep), cand_i.gather(1, keep)
+            sims[s:s + len(q)], indices[s:s + len(q)] = best_s.numpy(), best_i.numpy()
+    return indices, sims
+
+
+def _torch_knn_resident(base: Any, k: int, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k (self masked) of every row of the unit device tensor ``base`` against all rows."""
+    import torch
+
+    n = len(base)
+    block = max(1, min(chunk_size, BLOCK_BYTES // (4 * n)))
+    indices = np.empty((n, k), dtype=np.int64)
+    sims = np.empty((n, k), dtype=np.float32)
+    with torch.no_grad():
+        for s in range(0, n, block):
+            scores = base[s:s + block] @ base.T
+            q = torch.arange(s, s + len(scores), device=base.device)
+            scores[torch.arange(len(q), device=base.device), q] = -math.inf
             top = torch.topk(scores, k, dim=1)
             sims[s:s + len(q)] = top.values.cpu().numpy()
             indices[s:s + len(q)] = top.indices.cpu().numpy()

@@ -111,7 +111,9 @@ def write_network_run(out: Path, est, dataset, data: str, split: str, params: di
     extract_features(dataset, backbones.get(spec, device=device), features, normalize=False, progress=progress)
     save_items(features, dataset)
     embed_seconds = time.perf_counter() - t0
-    x = np.asarray(np.load(features, mmap_mode="r"), dtype=np.float32)
+    from .memory import as_float32
+
+    x = as_float32(np.load(features, mmap_mode="r"))  # float32 within the memory budget; a larger memory map stays one
     assignment, metrics = score(est, x, np.asarray(dataset.ids, dtype=str), dataset.labels)
     metrics["health"] = health_check(assignment.clusters, assignment.confidences, est.n_clusters,
                                      kmeans_reference(x, est.n_clusters))

@@ -15,7 +15,12 @@ the one the neighbours are mined in). It provides
   DataLoader and no per-sample Python; a tqdm bar with the epoch loss when ``progress``;
 - seeded generators (CPU for indices, the device for noise), so a CPU run is
   deterministic given ``seed``;
-- ``predict_proba = softmax(head_(x))`` in row chunks; save/load of the head, its
+- whole-data statistics without ``(H, N, K)`` arrays: each head's argmax over all rows
+  (:meth:`HeadMethod._all_labels`, for the kappa head selection) and the first head's
+  confidences (:meth:`HeadMethod._all_max_proba`) in row chunks; ``_predictions_in_memory``
+  says when a method's ``(H, N, K)`` float32 would exceed the budget (SCAN's whole-data loss
+  and SeLa's labels then go chunk by chunk / head by head);
+- ``predict_proba = softmax(head_(x))`` and ``predict`` (its argmax) in row chunks; save/load of the head, its
   architecture, the per-epoch loss ``history_`` and each trained head's selection loss
   ``head_losses_``;
 - :meth:`HeadMethod.cluster_head`, the common accessor a second stage (self-labelling)
@@ -39,8 +44,9 @@ from ..device import resolve_device
 from ..errors import NolabelError
 from ..nn.heads import MultiHead, head_from_config
 from ..train.loop import make_optimizer, train_one_epoch
+from .. import memory
 from ..memory import in_memory
-from .base import ClusterMethod
+from .base import ClusterMethod, validate_embeddings
 
 __all__ = ["HeadMethod", "StreamedRows", "make_optimizer", "perturb", "random_neighbors", "warmup_cosine", "kmeans_size_prior"]
 
@@ -100,10 +106,22 @@ def warmup_cosine(step: int, total: int, warmup: int, base: float, final: float)
     return final + (base - final) * (1.0 + math.cos(math.pi * min(step - warmup, span) / span)) / 2.0
 
 
-def kmeans_size_prior(x: torch.Tensor, n_clusters: int, seed: int = 0) -> torch.Tensor:
+def kmeans_size_prior(x: torch.Tensor | StreamedRows, n_clusters: int, seed: int = 0) -> torch.Tensor:
     """A label-free cluster-size profile: the sizes of k-means clusters of ``x`` (rows
     L2-normalised, scikit-learn, 3 restarts), sorted descending, add-one smoothed,
-    ``(sizes + 1) / (N + K)``: a ``(K,)`` probability vector on ``x``'s device."""
+    ``(sizes + 1) / (N + K)``: a ``(K,)`` probability vector on ``x``'s device.
+
+    A :class:`StreamedRows` (an array above the in-memory budget) is not copied: nolabel's
+    chunked faiss k-means (:class:`~nolabel.methods.kmeans.KMeans`, ``backend="faiss"``, 3
+    restarts, no PCA, rows L2-normalised per chunk) runs on its array, trained on a sample of
+    at most 256 K rows, every row then assigned in chunks; memory O(N) for the labels."""
+    if isinstance(x, StreamedRows):
+        from .kmeans import KMeans as ChunkedKMeans
+
+        km = ChunkedKMeans(n_clusters, pca_dim=None, l2_normalize=True, backend="faiss", n_init=3, seed=int(seed))
+        labels = km.fit(x.array).labels_
+        sizes = np.sort(np.bincount(labels, minlength=n_clusters))[::-1].astype(np.float64)
+        return torch.as_tensor((sizes + 1.0) / (sizes.sum() + n_clusters), dtype=torch.float32, device=x.device)
     from sklearn.cluster import KMeans
 
     z = torch.nn.functional.normalize(x.float(), dim=1).cpu().numpy()
@@ -225,6 +243,31 @@ class HeadMethod(ClusterMethod):
         """``head`` over every row of ``x``, in chunks: ``(H, N, K)`` logits."""
         return torch.cat([head(x[i : i + PREDICT_CHUNK]) for i in range(0, len(x), PREDICT_CHUNK)], dim=1)
 
+    def _chunk_rows(self, n_heads: int) -> int:
+        """Rows per forward pass such that one ``(H, rows, K)`` float32 block stays under
+        :data:`~nolabel.memory.CHUNK_BYTES` (at most ``PREDICT_CHUNK``)."""
+        return max(1, min(PREDICT_CHUNK, memory.CHUNK_BYTES // (4 * n_heads * max(self.n_clusters, 1))))
+
+    def _predictions_in_memory(self, n: int, n_heads: int) -> bool:
+        """Whether ``(H, N, K)`` float32 predictions fit :data:`~nolabel.memory.IN_MEMORY_BYTES`;
+        above it the whole-data statistics are computed in row chunks."""
+        return n_heads * n * self.n_clusters * 4 <= memory.IN_MEMORY_BYTES
+
+    @torch.no_grad()
+    def _all_labels(self, head: MultiHead, x: torch.Tensor | StreamedRows) -> torch.Tensor:
+        """Each head's argmax over every row of ``x``: ``(H, N)`` int64, computed in row chunks
+        without the ``(H, N, K)`` logits (equal to ``_all_logits(head, x).argmax(-1)``)."""
+        step = self._chunk_rows(head.n_heads)
+        return torch.cat([head(x[i : i + step]).argmax(-1) for i in range(0, len(x), step)], dim=1)
+
+    @torch.no_grad()
+    def _all_max_proba(self, head: MultiHead, x: torch.Tensor | StreamedRows) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first head's largest probability and its cluster for every row, ``(N,)`` each, in
+        row chunks: ``torch.softmax(_all_logits(head, x)[0], -1).max(-1)`` without the ``(N, K)`` array."""
+        step = self._chunk_rows(head.n_heads)
+        parts = [torch.softmax(head(x[i : i + step])[0], dim=-1).max(-1) for i in range(0, len(x), step)]
+        return torch.cat([p.values for p in parts]), torch.cat([p.indices for p in parts])
+
     # ---- prediction and the head accessor --------------------------------------------
     @torch.no_grad()
     def _predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -234,6 +277,17 @@ class HeadMethod(ClusterMethod):
         for i in range(0, len(rows), PREDICT_CHUNK):
             logits = self.head_(rows[i : i + PREDICT_CHUNK])[0]
             out[i : i + len(logits)] = torch.softmax(logits.double(), dim=-1).float().cpu().numpy()
+        return out
+
+    @torch.no_grad()
+    def predict(self, embeddings: np.ndarray) -> np.ndarray:
+        """``predict_proba(embeddings).argmax(axis=1)``, in row chunks (no ``(N, K)`` array)."""
+        self._check_fitted()
+        rows = self._inputs(validate_embeddings(embeddings, None))
+        out = np.empty(len(rows), dtype=np.int64)
+        for i in range(0, len(rows), PREDICT_CHUNK):
+            logits = self.head_(rows[i : i + PREDICT_CHUNK])[0]
+            out[i : i + len(logits)] = torch.softmax(logits.double(), dim=-1).float().cpu().numpy().argmax(axis=1)
         return out
 
     def cluster_head(self) -> tuple[MultiHead, bool]:

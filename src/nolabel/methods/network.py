@@ -10,7 +10,7 @@ method's file holds both step functions; this module holds what they share:
   (H, B, K); :class:`Network` prepares it (images decoded once by
   :func:`~nolabel.data.images.image_source`, the backbone's input size, channels and
   normalisation; DDP under torchrun) and trains it with :func:`nolabel.train.loop.fit`
-  (optimiser ``est.optimizer``, schedule ``est.schedule`` when the method has one,
+  (optimiser ``est.optimizer``, schedule ``est.schedule`` and ``est.milestones`` when the method has them,
   checkpoint + resume in ``out_dir``);
 - :class:`HeadLosses` (per-head mean loss of the last epoch, which picks the head to
   keep: label-free), :class:`EmaHook`, :class:`FrozenBlocks` (train only the last
@@ -132,7 +132,7 @@ class Network:
             raise NolabelError(f"batch_size must be at least 2, got {est.batch_size}")
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = make_optimizer(est.optimizer, params, est.lr, est.weight_decay, nesterov=getattr(est, "nesterov", True))
-        sched = make_scheduler(getattr(est, "schedule", "constant"), opt, est.epochs)
+        sched = make_scheduler(getattr(est, "schedule", "constant"), opt, est.epochs, getattr(est, "milestones", None))
         sampler = D.ShardedBatches(len(self.images), est.batch_size, self.seed)
         settings = {k: v for k, v in est.get_params().items() if k not in ("device", "progress")}
         config = {**self.config, "method": est.name, **settings, **config, "world_size": D.world_size()}
@@ -198,7 +198,8 @@ class NetworkMethod:
         return self.predict_proba(self.embed_dataset(dataset))
 
     def predict_dataset(self, dataset: Dataset) -> np.ndarray:
-        return self.predict_proba_dataset(dataset).argmax(axis=1).astype(np.int64)
+        """The argmax of :meth:`predict_proba_dataset`, in row chunks (no (N, K) array)."""
+        return self.predict(self.embed_dataset(dataset))
 
     # ---- persistence: the backbone joins the head ----------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -124,12 +124,15 @@ class SCAN(NetworkMethod, HeadMethod):
             return float(loss.detach()) / self.n_heads
 
         self._run_epochs(len(X), step)
-        logits = self._all_logits(head, X)
         if self.size_prior == "tempered":
-            best, kappas = select_head(logits, nb)
+            best, kappas = select_head(self._all_labels(head, X), nb, self.n_clusters)
             self.head_losses_ = [-q for q in kappas]
         else:
-            losses = whole_data_scan_loss(torch.softmax(logits, dim=-1), nb, self.entropy_weight, prior)
+            if self._predictions_in_memory(len(X), self.n_heads):
+                p = torch.softmax(self._all_logits(head, X), dim=-1)
+                losses = whole_data_scan_loss(p, nb, self.entropy_weight, prior)
+            else:
+                losses = streamed_scan_loss(head, X, nb, self.entropy_weight, prior, self._chunk_rows(self.n_heads))
             self.head_losses_ = losses.tolist()
             best = int(losses.argmin())
         self.head_ = head.select([best])
@@ -180,3 +183,31 @@ def whole_data_scan_loss(p: torch.Tensor, neighbors: torch.Tensor, entropy_weigh
         consistency += c.double()
     consistency /= neighbors.shape[1]
     return (consistency + entropy_weight * size_prior_kl(p.mean(-2), prior).double()).float().cpu()
+
+
+@torch.no_grad()
+def streamed_scan_loss(head: torch.nn.Module, X, neighbors: torch.Tensor, entropy_weight: float,
+                       prior: torch.Tensor | None = None, chunk: int = 4096) -> torch.Tensor:
+    """:func:`whole_data_scan_loss` of ``softmax(head(X))`` without the ``(H, N, K)``
+    predictions: anchors in chunks of ``chunk`` rows, each neighbour column's predictions
+    recomputed from its rows of ``X`` (a tensor or :class:`~.heads_base.StreamedRows`), sums in
+    float64. Memory O(H * chunk * K); cost ``k + 1`` forward passes over the rows. Equal to the
+    in-memory value up to float32 rounding (the sums run in another order)."""
+    n, k = neighbors.shape
+    consistency = None
+    total = None
+    for s in range(0, n, chunk):
+        pa = torch.softmax(head(X[s : s + chunk]), dim=-1)
+        part = pa.sum(-2, dtype=torch.float64)
+        total = part if total is None else total + part
+        c_sum = torch.zeros(pa.shape[0], dtype=torch.float64, device=pa.device)
+        for j in range(k):
+            pn = torch.softmax(head(X[neighbors[s : s + chunk, j]]), dim=-1)
+            _, c, _ = scan_loss(pa, pn, 0.0)
+            c_sum += c.double() * pa.shape[-2]
+        consistency = c_sum if consistency is None else consistency + c_sum
+    consistency = consistency / (n * k)
+    pbar = (total / n).float()
+    if prior is None:
+        prior = torch.full((pbar.shape[-1],), 1.0 / pbar.shape[-1], device=pbar.device)
+    return (consistency + entropy_weight * size_prior_kl(pbar, prior).double()).float().cpu()

@@ -109,15 +109,20 @@ class SeLa(NetworkMethod, HeadMethod):
         """Sinkhorn-Knopp hard labels ``(H, N)``, one head at a time (bounded memory).
         With size profiles ``prior`` ``(H, K)`` (each sorted descending) head ``h``'s clusters
         get ``prior[h]`` in the order of their current predicted mass (largest mass,
-        largest marginal)."""
-        logp = torch.log_softmax(self._all_logits(head, X), dim=-1)
+        largest marginal). When the ``(H, N, K)`` predictions exceed the in-memory budget,
+        each head's ``(N, K)`` log-probabilities are computed on their own (its
+        :meth:`~nolabel.nn.heads.MultiHead.select` copy, equal up to float32 rounding)."""
+        whole = self._predictions_in_memory(len(X), self.n_heads)
+        logp = torch.log_softmax(self._all_logits(head, X), dim=-1) if whole else None
         labels = []
-        for h in range(len(logp)):
+        for h in range(self.n_heads):
+            logp_h = logp[h] if whole else torch.log_softmax(self._all_logits(head.select([h]), X)[0], dim=-1)
             marginals = None
             if prior is not None:
-                order = logp[h].exp().mean(0).argsort(descending=True)
+                order = logp_h.exp().mean(0).argsort(descending=True)
                 marginals = torch.empty_like(prior[h]).scatter_(0, order, prior[h])
-            labels.append(sinkhorn_knopp(logp[h], self.lam, self.tol, marginals=marginals)[1])
+            labels.append(sinkhorn_knopp(logp_h, self.lam, self.tol, marginals=marginals)[1])
+            del logp_h
         return torch.stack(labels)
 
     def _fit(self, x: np.ndarray, neighbors: np.ndarray | None) -> None:
@@ -142,15 +147,18 @@ class SeLa(NetworkMethod, HeadMethod):
             return float(loss.detach()) / self.n_heads
 
         self._run_epochs(len(X), step)
-        logits = self._all_logits(head, X)
         if self.marginals == "tempered":
             if neighbors is None:
                 neighbors = knn(x, SELECT_NEIGHBORS, device=self._device, seed=self.seed).indices
-            best, self.head_losses_ = select_head(logits, self._neighbors(neighbors))
+            best, self.head_losses_ = select_head(self._all_labels(head, X), self._neighbors(neighbors), self.n_clusters)
             self.head_losses_ = [-q for q in self.head_losses_]
         else:
             labels = self._labels(head, X, prior)
-            ce = balanced_cross_entropy(logits, labels).cpu()
+            if self._predictions_in_memory(len(X), self.n_heads):
+                ce = balanced_cross_entropy(self._all_logits(head, X), labels).cpu()
+            else:  # one head's (N, K) logits at a time
+                ce = torch.stack([balanced_cross_entropy(self._all_logits(head.select([h]), X)[0], labels[h])
+                                  for h in range(self.n_heads)]).cpu()
             self.head_losses_ = ce.tolist()
             best = int(ce.argmin())
         self.head_ = head.select([best])

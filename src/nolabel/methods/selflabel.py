@@ -187,7 +187,7 @@ class SelfLabel(NetworkMethod, HeadMethod):
         opt = make_optimizer("adam", head.parameters(), self.lr, self.weight_decay)
         self._cutoffs = None
         with torch.no_grad():
-            start, start_labels = torch.softmax(self._all_logits(head, X)[0], dim=-1).max(-1)
+            start, start_labels = self._all_max_proba(head, X)
         self.confident_start_ = float(self._confident(start, start_labels).float().mean())
         if self.confident_start_ == 0.0:
             warnings.warn(f"selflabel: no item passes the confidence threshold {self.threshold:g} (median confidence "
@@ -201,7 +201,7 @@ class SelfLabel(NetworkMethod, HeadMethod):
             model = teacher.module if teacher else head
             if self.top_fraction > 0 and t % per_epoch == 0:
                 with torch.no_grad():
-                    c_all, y_all = torch.softmax(self._all_logits(model, X)[0], dim=-1).max(-1)
+                    c_all, y_all = self._all_max_proba(model, X)
                 self._cutoffs = relative_cutoffs(c_all, y_all, self.n_clusters, self.top_fraction)
             with torch.no_grad():
                 p = torch.softmax(model(X[idx])[0], dim=-1)
@@ -223,10 +223,10 @@ class SelfLabel(NetworkMethod, HeadMethod):
         self.head_ = copy.deepcopy(teacher.module if teacher else head)
         for p in self.head_.parameters():
             p.requires_grad_(True)
-        probs = torch.softmax(self._all_logits(self.head_, X)[0], dim=-1)
-        self.confident_ = float((probs.max(-1).values > self.threshold).float().mean())
+        conf, labels = self._all_max_proba(self.head_, X)
+        self.confident_ = float((conf > self.threshold).float().mean())
         self._cutoffs = None
-        self.changed_ = float((probs.argmax(-1) != start_labels).float().mean())
+        self.changed_ = float((labels != start_labels).float().mean())
         self.head_losses_ = [self.history_[-1]] if self.history_ else []
 
     def _confident(self, conf: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

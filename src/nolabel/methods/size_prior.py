@@ -71,28 +71,32 @@ def neighbor_kappa(neighbors: torch.Tensor, labels: torch.Tensor, n_clusters: in
     Returns ``(...)`` float64.
     """
     n, k = neighbors.shape
-    cols = neighbors.reshape(-1)
-    rows = torch.arange(n, device=neighbors.device).repeat_interleave(k)
     deg = torch.full((n,), float(k), dtype=torch.float64, device=neighbors.device)
-    deg.index_add_(0, cols, torch.ones(len(cols), dtype=torch.float64, device=neighbors.device))
+    deg.index_add_(0, neighbors.reshape(-1), torch.ones(n * k, dtype=torch.float64, device=neighbors.device))
+    step = max(1, (1 << 22) // k)  # rows per block of edges: O(block * k) temporaries, not O(N * k)
     two_m = 2.0 * n * k
     flat = labels.reshape(-1, n)
     out = torch.empty(len(flat), dtype=torch.float64)
     for h, lab in enumerate(flat):
-        p_o = 2.0 * float((lab[rows] == lab[cols]).sum()) / two_m
+        same = sum(int((lab[s : s + step, None] == lab[neighbors[s : s + step]]).sum()) for s in range(0, n, step))
+        p_o = 2.0 * same / two_m
         a = torch.zeros(n_clusters, dtype=torch.float64, device=neighbors.device).index_add_(0, lab, deg) / two_m
         p_e = float((a**2).sum())
         out[h] = (p_o - p_e) / (1.0 - p_e) if p_e < 1.0 - 1e-12 else 0.0
     return out.reshape(labels.shape[:-1])
 
 
-def select_head(logits: torch.Tensor, neighbors: torch.Tensor) -> tuple[int, list[float]]:
+def select_head(logits: torch.Tensor, neighbors: torch.Tensor, n_clusters: int | None = None) -> tuple[int, list[float]]:
     """The head to keep from ``logits`` ``(H, N, K)``: among the heads whose argmax
     partition leaves the fewest clusters empty, the one of highest :func:`neighbor_kappa`
-    on the first ``SELECT_NEIGHBORS`` neighbours. Returns its index and every head's kappa."""
+    on the first ``SELECT_NEIGHBORS`` neighbours. Returns its index and every head's kappa.
+    ``logits`` may instead be the argmax labels ``(H, N)`` (integers, with ``n_clusters``),
+    which the head methods compute in row chunks without the ``(H, N, K)`` array."""
     nb = neighbors[:, :SELECT_NEIGHBORS].to(logits.device)
-    labels = logits.argmax(-1)
-    k = logits.shape[-1]
+    if logits.is_floating_point():
+        labels, k = logits.argmax(-1), logits.shape[-1]
+    else:
+        labels, k = logits, int(n_clusters)
     used = torch.stack([torch.bincount(lab, minlength=k).gt(0).sum() for lab in labels]).cpu()
     q = neighbor_kappa(nb, labels, k)
     return int(q.masked_fill(used < used.max(), float("-inf")).argmax()), q.tolist()

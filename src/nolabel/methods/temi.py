@@ -188,6 +188,6 @@ class TEMI(HeadMethod):
         self.head_losses_ = head_losses.tolist()
         best = int(head_losses.argmin())
         if profiles is not None:
-            best, kappas = select_head(self._all_logits(teacher.module, X), nb)
+            best, kappas = select_head(self._all_labels(teacher.module, X), nb, self.n_clusters)
             self.head_losses_ = [-q for q in kappas]
         self.head_ = teacher.module.select([best]).scale_output_(1.0 / self.tau)

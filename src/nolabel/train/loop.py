@@ -49,7 +49,7 @@ from .checkpoint import config_mismatch, load_checkpoint, save_checkpoint, set_r
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "multistep")
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
@@ -66,13 +66,24 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, mome
     raise NolabelError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
-def make_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int):
-    """``"constant"`` (None) or ``"cosine"`` (from the learning rate to a thousandth of it over ``epochs``, stepped per epoch)."""
+def make_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int,
+                   milestones: Optional[Iterable[int]] = None, gamma: float = 0.1):
+    """``"constant"`` (None), ``"cosine"`` (from the learning rate to a thousandth of it over ``epochs``)
+    or ``"multistep"`` (the learning rate times ``gamma`` at each epoch of ``milestones``; default
+    ``round(epochs * 140 / 220)`` and ``round(epochs * 180 / 220)``, LSD-C's CIFAR-10 steps 140 and 180 of
+    220 epochs), each stepped per epoch (torch's ``CosineAnnealingLR`` / ``MultiStepLR``)."""
     if name == "constant":
         return None
     if name == "cosine":
         lr = optimizer.param_groups[0]["lr"]
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=lr * 1e-3)
+    if name == "multistep":
+        if milestones is None:
+            milestones = sorted({max(1, round(epochs * 140 / 220)), max(1, round(epochs * 180 / 220))})
+        milestones = [int(m) for m in milestones]
+        if any(m < 1 for m in milestones):
+            raise NolabelError(f"milestones are epochs >= 1, got {milestones}")
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=gamma)
     raise NolabelError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
 
 
