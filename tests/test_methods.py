@@ -14,7 +14,7 @@ FAST = {
     "scan": {"epochs": 30, "batch_size": 128, "n_heads": 3},
     "temi": {"epochs": 100, "batch_size": 128, "n_heads": 3, "hidden": 64, "warmup_epochs": 3},
     "sela": {"epochs": 30, "batch_size": 128, "n_heads": 3, "n_relabel": 10, "lr": 1e-2},  # a short run needs the larger step
-    "lsdc": {"epochs": 30, "batch_size": 128},
+    "lsdc": {"epochs": 30, "batch_size": 128, "n_heads": 3},
 }
 
 
