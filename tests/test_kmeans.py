@@ -74,7 +74,8 @@ def test_confidences_are_soft_with_a_data_temperature():
     x, _ = blobs(spread=1.5, k=4, d=4)
     km = KMeans(n_clusters=4, seed=0).fit(x)
     p = km.predict_proba(x)
-    assert km.temperature_ == pytest.approx(km.inertia_ / len(x))
+    d2_all = np.sort(((x[:, None, :] - km.cluster_centers_[None]) ** 2).sum(-1), axis=1)
+    assert km.temperature_ == pytest.approx((d2_all[:, 1] - d2_all[:, 0]).mean(), rel=1e-4)
     assert 0.3 < p.max(axis=1).mean() < 0.999 and (p.max(axis=1) < 0.9).any()
     z = x[:5]
     d2 = ((z[:, None, :] - km.cluster_centers_[None]) ** 2).sum(-1)

@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .io import walk_visible
+
 FULL_HASH_BYTES = 8 << 20
 EDGE_BYTES = 1 << 20
 FOLDER_CONTENT_BYTES = 256 << 20
@@ -51,19 +53,9 @@ def _mb(n: int) -> str:
 def _folder(root: Path) -> dict[str, Any]:
     digest = hashlib.sha256()
     count = total = 0
-    seen: set[str] = set()
     entries = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:  # a symlink loop
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        rel = Path(folder).relative_to(root)
+    for folder, rel, files in walk_visible(root):
         for name in files:
-            if name.startswith("."):
-                continue
             try:
                 st = os.stat(os.path.join(folder, name))
             except OSError:

@@ -80,3 +80,19 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def walk_visible(root: str | os.PathLike) -> Iterator[tuple[str, Path, list[str]]]:
+    """``os.walk`` below ``root`` following links, skipping hidden folders and files and
+    symlink loops: ``(folder, folder relative to root, visible file names)``, sub-folders
+    in sorted order."""
+    root = Path(root)
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a symlink loop
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield folder, Path(folder).relative_to(root), [f for f in files if not f.startswith(".")]

@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import NolabelError
+from ..io import walk_visible
 from .base import Dataset, as_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm", ".pnm")
@@ -177,20 +178,9 @@ def drop_unreadable(
 
 def scan_images(root: str | os.PathLike) -> list[str]:
     """Relative POSIX paths of the image files below ``root``, sorted folder by folder."""
-    root = Path(root)
     found: list[str] = []
-    seen: set[str] = set()
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:  # a symlink loop
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        rel = Path(folder).relative_to(root)
-        for name in files:
-            if not name.startswith(".") and is_image_file(name):
-                found.append((rel / name).as_posix())
+    for _, rel, files in walk_visible(root):
+        found.extend((rel / name).as_posix() for name in files if is_image_file(name))
     return sorted(found, key=lambda r: r.split("/"))
 
 

@@ -30,10 +30,14 @@ default) where ``"auto"`` picks Lloyd and 3 where it picks faiss. ``overcluster`
 of clusters (1.5 in the paper's overclustering runs).
 
 ``predict_proba`` is a soft assignment ``p(c | x) = softmax_c(-||z - mu_c||^2 / T)`` in the
-projected space ``z``, with the temperature set from the data: ``T`` = the mean squared
-distance of a sample to its centre (``inertia / N``). A sample on its centre is then
-~e^1 more likely there than in a cluster one typical radius farther; the argmax is the
-k-means assignment.
+projected space ``z``, with the temperature set from the data: ``T`` = the mean over the
+fitted rows of the margin ``d2_second - d2_nearest`` between the squared distances to the
+two nearest centres. A sample with the typical margin is then e times more likely in its
+own cluster than in the runner-up; a sample half-way between two centres gets 1/2 each;
+the argmax is the k-means assignment. (The earlier ``T = inertia / N``, the squared
+radius, made every k-means result look near-uniform in high dimension: mean confidence
+0.10 at K = 20 on StackOverflow MiniLM features, where the health check warns; the
+margin scale gives confidences that rank samples the same way and read as probabilities.)
 """
 from __future__ import annotations
 
@@ -122,7 +126,20 @@ class KMeans(ClusterMethod):
         centers, inertia = min(runs, key=lambda run: run[1])
         self.cluster_centers_ = np.ascontiguousarray(centers, dtype=np.float32)
         self.inertia_ = float(inertia)
-        self.temperature_ = max(self.inertia_ / len(x), 1e-12)
+        self.temperature_ = self._margin_temperature(x)
+
+    def _margin_temperature(self, x: np.ndarray) -> float:
+        """Mean of ``d2_second - d2_nearest`` over the rows of ``x`` (in chunks); with one
+        cluster, the mean squared distance to the centre."""
+        total = 0.0
+        for z in self._chunks(x):
+            d2 = _sq_distances(z, self.cluster_centers_)
+            if d2.shape[1] == 1:
+                total += float(d2.sum())
+            else:
+                two = np.partition(d2, 1, axis=1)[:, :2]
+                total += float((two[:, 1] - two[:, 0]).sum())
+        return max(total / len(x), 1e-12)
 
     def _fit_projection(self, x: np.ndarray) -> None:
         self.pca_mean_ = self.pca_components_ = self.pca_scale_ = None

@@ -1,0 +1,105 @@
+"""One table of every method on every benchmark set, next to k-means, with the label-free
+health columns, gathered from the stored results of the other benchmark scripts.
+
+Reads the two formats they write: a list of ``nolabel cluster`` summaries
+(``frozen_methods.py``: one entry per features x method, ``per_seed`` rows with ``acc``
+and ``health``) and a dict of sets (``uneven.py``, ``lsdc_large_k.py``: ``methods`` ->
+per-seed rows with ``acc`` and ``health``). ACC is the mean ± std over the stored seeds;
+the health columns are the mean over seeds of the label-free check (``nolabel.health``),
+``warned`` counts the seeds with at least one warning. Writes
+``benchmarks/results/summary.{md,json}``.
+
+    python benchmarks/summary.py SET=FILE[:FEATURES_STEM] ...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _rows_from_cli_summaries(entries: list, stem: str | None) -> dict[str, list[dict]]:
+    """method label -> per-seed rows, from a list of ``nolabel cluster`` summaries."""
+    out: dict[str, list[dict]] = {}
+    for entry in entries:
+        if stem and Path(entry["features"]).stem != stem:
+            continue
+        out[entry.get("label", entry["method"])] = entry["per_seed"]
+    return out
+
+
+def _rows_from_sets(sets: dict, key: str | None) -> dict[str, list[dict]]:
+    """method -> per-seed rows, from a ``{set: {"methods": {...}}}`` file (one set)."""
+    chosen = sets[key] if key else next(iter(sets.values()))
+    return chosen["methods"]
+
+
+def load_set(path: Path, key: str | None) -> dict[str, list[dict]]:
+    data = json.loads(path.read_text())
+    return _rows_from_cli_summaries(data, key) if isinstance(data, list) else _rows_from_sets(data, key)
+
+
+def summarise(rows: list[dict]) -> dict:
+    acc = np.array([r["acc"] for r in rows]) * 100
+    health = [r.get("health") or {} for r in rows]
+
+    def mean_of(name: str) -> float | None:
+        vals = [h[name] for h in health if h.get(name) is not None]
+        return float(np.mean(vals)) if vals else None
+
+    return {
+        "seeds": len(rows), "acc": float(acc.mean()), "acc_std": float(acc.std()),
+        "n_clusters": health[0].get("n_clusters") if health and health[0] else None,
+        "nonempty": mean_of("n_nonempty"), "largest": mean_of("largest_share"), "smallest": mean_of("smallest_share"),
+        "confidence": mean_of("mean_confidence"), "agreement": mean_of("agreement_kmeans"),
+        "warned": sum(bool(h.get("warnings")) for h in health),
+    }
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _num(v: float | None, fmt: str = "{:.2f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def table(results: dict[str, dict[str, dict]]) -> str:
+    lines = ["| set | method | seeds | ACC | vs k-means | non-empty | largest share | smallest share | mean conf. "
+             "| agreement with k-means | seeds warned |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, per_method in results.items():
+        base = per_method.get("kmeans", {}).get("acc")
+        for method, s in per_method.items():
+            delta = "-" if base is None else f"{s['acc'] - base:+.1f}"
+            ne = "-" if s["nonempty"] is None else f"{s['nonempty']:.1f}/{s['n_clusters']}"
+            lines.append(f"| {name} | {method} | {s['seeds']} | {s['acc']:.1f} ± {s['acc_std']:.1f} | {delta} | {ne} "
+                         f"| {_pct(s['largest'])} | {_pct(s['smallest'])} | {_num(s['confidence'])} "
+                         f"| {_num(s['agreement'])} | {s['warned']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sets", nargs="+", help="NAME=RESULTS_JSON[:KEY], KEY = the features stem or the set key")
+    args = ap.parse_args()
+    results: dict[str, dict[str, dict]] = {}
+    for spec in args.sets:
+        name, _, rest = spec.partition("=")
+        path, _, key = rest.partition(":")
+        per_method = load_set(Path(path), key or None)
+        results[name] = {m: summarise(rows) for m, rows in per_method.items() if rows}
+    text = ("# Every method on every set, next to k-means, with the label-free health check\n\n"
+            "Written by `benchmarks/summary.py` from the stored results named below; ACC (Hungarian) mean ± std over "
+            "the stored seeds, labels only score; health columns: mean over seeds of `nolabel.health` (no labels).\n\n"
+            + table(results) + "\n\nSources: " + ", ".join(f"`{s}`" for s in args.sets) + "\n")
+    (RESULTS / "summary.md").write_text(text)
+    (RESULTS / "summary.json").write_text(json.dumps(results, indent=1))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
