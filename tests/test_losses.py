@@ -233,3 +233,14 @@ def test_lsdc_loss_descends():
 def test_balanced_cross_entropy_descends():
     first, last = _descends(lambda h, x, y, nb: balanced_cross_entropy(h(x), y, class_balance_weights(y, 4)))
     assert last < first * 0.5
+
+
+def test_lsdc_pairwise_bce_is_finite_on_one_hot_predictions():
+    """Two one-hot predictions of one cluster (a pair probability of exactly 1) declared
+    dissimilar: a finite loss (-log PAIR_EPS), not 0 * log 0."""
+    from nolabel.nn.losses import PAIR_EPS
+
+    p = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    loss = lsdc_pairwise_bce(p, p, torch.eye(2))
+    assert torch.isfinite(loss)
+    assert float(loss) == pytest.approx(-math.log(PAIR_EPS) / 2, rel=1e-3)

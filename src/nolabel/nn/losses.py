@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 
 EPS = 1e-8
+#: upper clamp margin of LSD-C's pair probabilities: the smallest that float32 keeps below 1 with room
+PAIR_EPS = 1e-6
 
 
 def entropy(p: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -83,11 +85,12 @@ def lsdc_pairwise_bce(p: torch.Tensor, p_aug: torch.Tensor, targets: torch.Tenso
     """LSD-C: ``-mean_ij [A_ij log(p_i . p'_j) + (1 - A_ij) log(1 - p_i . p'_j)]``.
 
     ``p``, ``p_aug``: ``(..., B, K)``; ``targets`` ``A`` (or mixed soft targets): ``(B, B)``.
-    The inner products are clamped to ``[EPS, 1 - EPS]``; the mean over the ``B^2`` pairs
-    (the paper writes a sum) keeps the scale independent of the batch size.
-    Returns shape ``(...)``.
+    The inner products are clamped to ``[EPS, 1 - PAIR_EPS]`` (``1 - EPS`` rounds to 1 in
+    float32, and two one-hot predictions of one cluster then gave ``0 * log 0 = NaN``); the
+    mean over the ``B^2`` pairs (the paper writes a sum) keeps the scale independent of the
+    batch size. Returns shape ``(...)``.
     """
-    s = (p @ p_aug.transpose(-1, -2)).clamp(EPS, 1.0 - EPS)
+    s = (p @ p_aug.transpose(-1, -2)).clamp(EPS, 1.0 - PAIR_EPS)
     bce = -(targets * s.log() + (1.0 - targets) * (1.0 - s).log())
     return bce.mean((-1, -2))
 
