@@ -73,7 +73,7 @@ def table(results: dict[str, dict[str, dict]]) -> str:
              "| agreement with k-means | seeds warned |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, per_method in results.items():
         base = per_method.get("kmeans", {}).get("acc")
-        for method, s in per_method.items():
+        for method, s in sorted(per_method.items(), key=lambda item: item[0] != "kmeans"):
             delta = "-" if base is None else f"{s['acc'] - base:+.1f}"
             ne = "-" if s["nonempty"] is None else f"{s['nonempty']:.1f}/{s['n_clusters']}"
             lines.append(f"| {name} | {method} | {s['seeds']} | {s['acc']:.1f} ± {s['acc_std']:.1f} | {delta} | {ne} "
@@ -85,6 +85,7 @@ def table(results: dict[str, dict[str, dict]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sets", nargs="+", help="NAME=RESULTS_JSON[:KEY], KEY = the features stem or the set key")
+    ap.add_argument("--note", default="", help="a paragraph printed under the table")
     args = ap.parse_args()
     results: dict[str, dict[str, dict]] = {}
     for spec in args.sets:
@@ -95,7 +96,7 @@ def main() -> None:
     text = ("# Every method on every set, next to k-means, with the label-free health check\n\n"
             "Written by `benchmarks/summary.py` from the stored results named below; ACC (Hungarian) mean ± std over "
             "the stored seeds, labels only score; health columns: mean over seeds of `nolabel.health` (no labels).\n\n"
-            + table(results) + "\n\nSources: " + ", ".join(f"`{s}`" for s in args.sets) + "\n")
+            + table(results) + "\n\n" + (args.note + "\n\n" if args.note else "") + "Sources: " + ", ".join(f"`{s}`" for s in args.sets) + "\n")
     (RESULTS / "summary.md").write_text(text)
     (RESULTS / "summary.json").write_text(json.dumps(results, indent=1))
     print(text)
