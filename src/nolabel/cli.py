@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape as escape_markup
 from rich.table import Table
 
-from .errors import NolabelError
+from .errors import NolabelError, check_choice
 from .pipeline import RunConfig
 
 app = typer.Typer(
@@ -144,8 +144,7 @@ def train(
     from .network_run import TRAINERS, train_network
     from .train import distributed as D
 
-    if method not in TRAINERS:
-        raise NolabelError(f"unknown end-to-end method {method!r}; choose one of {', '.join(TRAINERS)}")
+    check_choice("end-to-end method", method, TRAINERS)
     given = {key: value for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)) if value is not None}
     extra = method_params(param, methods.get(method), method, allowed=(method,), fixed=tuple(given) + TRAIN_FIXED)
     run = train_network(data, method, out, backbone=backbone, start=start, k=k, params={**given, **extra.get(method, {})},

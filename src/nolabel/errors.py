@@ -9,3 +9,9 @@ ordinary exceptions.
 
 class NolabelError(Exception):
     """A problem with the user's input or environment, explained in one line."""
+
+
+def check_choice(what: str, value, choices) -> None:
+    """Raise ``unknown WHAT 'value'; choose one of a, b, c`` unless ``value`` is in ``choices``."""
+    if value not in choices:
+        raise NolabelError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")

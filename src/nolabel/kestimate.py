@@ -58,7 +58,7 @@ from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score, silhouette_samples
 
-from .errors import NolabelError
+from .errors import NolabelError, check_choice
 from .methods.base import validate_embeddings, validate_neighbors
 
 METHODS = ("auto", "eigengap", "silhouette", "stability")
@@ -104,8 +104,7 @@ def estimate_k(
     their first ``n_neighbors`` columns (the sample itself skipped) when it does not
     subsample, i.e. when N <= ``SUBSAMPLE["eigengap"]``.
     """
-    if method not in METHODS:
-        raise NolabelError(f"unknown K estimation method {method!r}; choose one of {', '.join(METHODS)}")
+    check_choice("K estimation method", method, METHODS)
     x = validate_embeddings(embeddings, None)
     n = len(x)
     k_min, k_max = _k_range(n, k_min, k_max)

@@ -44,7 +44,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import memory
-from .errors import NolabelError
+from .errors import NolabelError, check_choice
 from .io import save_npz
 
 BACKENDS = ("auto", "torch", "faiss", "faiss-ivf")
@@ -115,8 +115,7 @@ def knn(
     the smallest of 1, 2, 4, ... whose recall@k on the sampled rows
     reaches ``target_recall``); ``seed`` picks its training and recall samples.
     """
-    if backend not in BACKENDS:
-        raise NolabelError(f"unknown k-NN backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    check_choice("k-NN backend", backend, BACKENDS)
     x = check_rows(embeddings)
     n = len(x)
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import NolabelError
+from .errors import NolabelError, check_choice
 from .io import read_json, write_json
 
 #: methods with a whole-network regime
@@ -33,8 +33,7 @@ TRAINERS = ("scan", "selflabel", "sela", "lsdc")
 def check_train_options(method: str, backbone: Optional[Path], start: Optional[Path], k: Optional[int],
                         out: Path) -> None:
     """One-line errors for options that do not fit together."""
-    if method not in TRAINERS:
-        raise NolabelError(f"unknown end-to-end method {method!r}; choose one of {', '.join(TRAINERS)}")
+    check_choice("end-to-end method", method, TRAINERS)
     if (method == "selflabel") != (start is not None):
         raise NolabelError("selflabel needs --from RUN_DIR (a whole-network run); the other methods need --backbone instead")
     if method != "selflabel" and (backbone is None or k is None):

@@ -52,7 +52,7 @@ from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 
-from ..errors import NolabelError
+from ..errors import NolabelError, check_choice
 from . import register
 from ..memory import in_memory
 from .base import ClusterMethod, validate_embeddings
@@ -104,8 +104,7 @@ class KMeans(ClusterMethod):
 
     # ---- fitting -----------------------------------------------------------------
     def _fit(self, x: np.ndarray, neighbors: np.ndarray | None) -> None:
-        if self.backend not in BACKENDS:
-            raise NolabelError(f"unknown k-means backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        check_choice("k-means backend", self.backend, BACKENDS)
         if self.overcluster < 1.0:
             raise NolabelError(f"overcluster must be >= 1, got {self.overcluster}")
         if self.n_centers > len(x):

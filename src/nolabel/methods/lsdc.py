@@ -128,7 +128,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import NolabelError
+from ..errors import NolabelError, check_choice
 from ..nn import augment as A
 from ..nn.heads import MultiHead, _shared_affine
 from ..nn.losses import ADJACENCIES, consistency_mse, entropy, lsdc_pairwise_bce, rampup
@@ -282,21 +282,17 @@ class LSDC(NetworkMethod, HeadMethod):
     ):
         super().__init__(n_clusters=n_clusters, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, normalize=normalize, device=device, progress=progress)
-        if adjacency not in ADJACENCIES:
-            raise NolabelError(f"unknown adjacency {adjacency!r}; choose one of {', '.join(ADJACENCIES)}")
-        if view not in VIEWS:
-            raise NolabelError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+        check_choice("adjacency", adjacency, ADJACENCIES)
+        check_choice("view", view, VIEWS)
         self.adjacency = adjacency
         self.adjacency_k = adjacency_k
         self.tau = tau
         self.sne_temperature = sne_temperature
-        if knn_metric not in KNN_METRICS:
-            raise NolabelError(f"unknown knn_metric {knn_metric!r}; choose one of {', '.join(KNN_METRICS)}")
+        check_choice("knn_metric", knn_metric, KNN_METRICS)
         self.knn_metric = knn_metric
         self.view = view
         self.n_neighbors = n_neighbors
-        if batches not in BATCHES:
-            raise NolabelError(f"unknown batches {batches!r}; choose one of {', '.join(BATCHES)}")
+        check_choice("batches", batches, BATCHES)
         self.batches = batches
         self.group_size = group_size
         self.needs_neighbors = view == "neighbor" or batches == "groups"
@@ -312,8 +308,7 @@ class LSDC(NetworkMethod, HeadMethod):
         self.frozen_bn = frozen_bn
         self.optimizer = optimizer
         self.nesterov = nesterov
-        if schedule not in SCHEDULES:
-            raise NolabelError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        check_choice("schedule", schedule, SCHEDULES)
         self.schedule = schedule
         self.milestones = None if milestones is None else [int(m) for m in milestones]
         self.amp = amp
@@ -321,11 +316,9 @@ class LSDC(NetworkMethod, HeadMethod):
         self.hidden = hidden
         self.n_layers = n_layers
         self.entropy_weight = entropy_weight
-        if size_prior not in SIZE_PRIORS:
-            raise NolabelError(f"unknown size_prior {size_prior!r}; choose one of {', '.join(SIZE_PRIORS)}")
+        check_choice("size_prior", size_prior, SIZE_PRIORS)
         self.size_prior = size_prior
-        if init not in INITS:
-            raise NolabelError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+        check_choice("init", init, INITS)
         self.init = init
 
     @classmethod
@@ -420,8 +413,7 @@ class LSDC(NetworkMethod, HeadMethod):
             raise NolabelError("LSD-C end to end starts from a pretext checkpoint: pass backbone=PATH.safetensors")
         if self.ricap and self.mixup:
             raise NolabelError("give ricap or mixup (the composition of the augmented view), not both")
-        if self.anchor not in ANCHORS:
-            raise NolabelError(f"unknown anchor {self.anchor!r}; choose one of {', '.join(ANCHORS)}")
+        check_choice("anchor", self.anchor, ANCHORS)
         if self.frozen_bn not in ("train", "eval"):
             raise NolabelError(f"unknown frozen_bn {self.frozen_bn!r}; choose train or eval")
         net = Network.from_checkpoint(dataset, backbone, self.n_clusters, 1, self.hidden, self.n_layers,

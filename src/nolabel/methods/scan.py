@@ -72,7 +72,7 @@ import numpy as np
 import torch
 
 from ..data.base import Dataset
-from ..errors import NolabelError
+from ..errors import NolabelError, check_choice
 from ..nn.losses import scan_loss, size_prior_kl
 from ..train import distributed as D
 from . import register
@@ -117,11 +117,9 @@ class SCAN(NetworkMethod, HeadMethod):
         self.entropy_weight = entropy_weight
         self.n_heads = n_heads
         self.optimizer = optimizer
-        if size_prior not in SIZE_PRIORS:
-            raise NolabelError(f"unknown size_prior {size_prior!r}; choose one of {', '.join(SIZE_PRIORS)}")
+        check_choice("size_prior", size_prior, SIZE_PRIORS)
         self.size_prior = size_prior
-        if init not in INITS:
-            raise NolabelError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+        check_choice("init", init, INITS)
         self.init = init
         self.augment = augment
         self.amp = amp

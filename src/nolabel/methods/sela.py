@@ -55,7 +55,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import NolabelError
+from ..errors import NolabelError, check_choice
 from ..nn.losses import balanced_cross_entropy
 from ..neighbors import knn
 from ..nn.sinkhorn import sinkhorn_knopp
@@ -111,11 +111,9 @@ class SeLa(NetworkMethod, HeadMethod):
         self.n_relabel = n_relabel
         self.dropout = dropout
         self.noise = noise
-        if marginals not in MARGINALS:
-            raise NolabelError(f"unknown marginals {marginals!r}; choose one of {', '.join(MARGINALS)}")
+        check_choice("marginals", marginals, MARGINALS)
         self.marginals = marginals
-        if init not in INITS:
-            raise NolabelError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+        check_choice("init", init, INITS)
         self.init = init
         self.augment = augment
         self.optimizer = optimizer

@@ -63,7 +63,7 @@ import torch
 
 from ..nn.ema import EMA, cosine_momentum
 from ..nn.heads import DINOHead
-from ..errors import NolabelError
+from ..errors import check_choice
 from ..nn.losses import temi_loss, temi_prior_update
 from . import register
 from .heads_base import HeadMethod, kmeans_size_prior, random_neighbors, warmup_cosine
@@ -120,8 +120,7 @@ class TEMI(HeadMethod):
         self.n_layers = n_layers
         self.tau = tau
         self.beta = beta
-        if size_prior not in SIZE_PRIORS:
-            raise NolabelError(f"unknown size_prior {size_prior!r}; choose one of {', '.join(SIZE_PRIORS)}")
+        check_choice("size_prior", size_prior, SIZE_PRIORS)
         self.size_prior = size_prior
         self.prior_momentum = prior_momentum
         self.teacher_momentum = teacher_momentum

@@ -62,7 +62,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from ..errors import NolabelError
+from ..errors import check_choice
 
 POLICIES = ("scan", "randaugment")
 AUGMENTS = ("auto", "strong", "weak", "simclr", "digits", "none")
@@ -268,8 +268,7 @@ class DigitAugment:
 def make_augment(name: str, size: int, in_chans: int, mean: Sequence[float],
                  std: Sequence[float]) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable ``uint8`` (B, C, S, S) -> normalised float batch, random per image (names: module doc)."""
-    if name not in AUGMENTS:
-        raise NolabelError(f"unknown augmentation {name!r}; choose one of {', '.join(AUGMENTS)}")
+    check_choice("augmentation", name, AUGMENTS)
     if name == "auto":
         name = "digits" if in_chans == 1 else "strong"
     if name == "none":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from html import escape
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
