@@ -17,7 +17,7 @@ from nolabel.errors import NolabelError
 from nolabel.nn.losses import scan_loss
 from nolabel.train import checkpoint as C
 from nolabel.train.distributed import ShardedBatches
-from nolabel.nn.augment import DigitAugment, Normalizer
+from nolabel.nn.augment import DigitAugment
 from nolabel import backbones
 from nolabel.io import read_json
 from nolabel.methods import ClusterMethod
@@ -245,22 +245,13 @@ def test_bad_inputs(tiny):
         LSDC.for_network(n_clusters=4, mixup=1.0, device="cpu").fit_dataset(data, ckpt)
 
 
-def test_whole_network_scan_learns_on_mnist(tmp_path):
+def test_whole_network_scan_learns_on_mnist(mnist_fresh_network):
     """1,000 MNIST test images, a fresh small_cnn (width 8), neighbours on pixels: 3 epochs of
     whole-network SCAN lower its loss by >= 0.14 and raise ACC by >= 8 points over the same
     network untrained (measured: -9.24 -> -9.53 and 12.6 % -> 28.4 %). Labels only score."""
-    from nolabel.data import load_dataset
     from nolabel.metrics import evaluate
 
-    from conftest import shared_path
-
-    data = load_dataset(f"mnist:{shared_path('datasets', 'mnist')}", split="test").subset(np.arange(1000))
-    labels, data.labels = np.asarray(data.labels), None
-    torch.manual_seed(0)
-    ckpt = tmp_path / "bb.safetensors"
-    save_backbone_checkpoint(archs.get("small_cnn")(in_chans=1, width=8), ckpt, "small_cnn",
-                             {"in_chans": 1, "width": 8}, 28, 1, [0.13], [0.31])
-    nbrs = knn(data.source.reshape(1000, -1).astype(np.float32), 10, backend="torch", device="cpu").indices
+    data, labels, ckpt, nbrs = mnist_fresh_network
     settings = dict(n_clusters=10, batch_size=100, lr=1e-2, n_neighbors=10, device="cpu")
     acc = {}
     for epochs in (0, 3):
