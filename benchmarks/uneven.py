@@ -30,6 +30,8 @@ from nolabel.neighbors import knn
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("kmeans", "scan", "sela", "temi", "lsdc")
+#: the hand-written notes under this heading survive a rewrite of the table
+NOTES = "## Notes"
 
 
 def long_tail(y: np.ndarray, ratio: float, seed: int = 0) -> np.ndarray:
@@ -111,7 +113,9 @@ def write_table(results: dict, seeds: list[int], stem: str) -> None:
               "class count). Health columns: label-free (`nolabel.health`), NMI to k-means on the same subset."]
     table = "\n".join(lines)
     print(table)
-    (RESULTS / f"uneven.{stem}.md").write_text(table + "\n")
+    path = RESULTS / f"uneven.{stem}.md"
+    notes = path.read_text().partition(NOTES)[2] if path.exists() else ""
+    path.write_text(table + "\n" + (f"\n{NOTES}{notes}" if notes else ""))
 
 
 if __name__ == "__main__":
