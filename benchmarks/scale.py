@@ -17,11 +17,15 @@ memory-mapped features) minus the resident set before loading nolabel. Stages:
 
 - ``kmeans``: ``nolabel`` k-means, default settings (PCA to 256 when d > 256; faiss on a
   sample and 3 restarts once N*K > 1e6, scikit-learn Lloyd with 10 restarts below);
-- ``knn-exact`` / ``knn-ivf``: ``nolabel.neighbors.knn`` (k=20) exact (faiss flat) and
-  IVF; the IVF row reports its recall@20 against exact on 1,000 sampled rows;
+- ``knn-exact`` / ``knn-ivf`` / ``knn-hnsw``: ``nolabel.neighbors.knn`` (k=20) exact (faiss
+  flat), IVF and HNSW; the approximate rows report their recall@20 against exact on 1,000
+  sampled rows;
 - ``sinkhorn``: ``nolabel.nn.sinkhorn.sinkhorn_knopp`` on (N, K) log-softmax of random
   logits (``lam`` 10, SeLa's default tolerance); ``sela``: a faithful re-implementation
   of SeLa's ``cpu_sk`` (float64 ``P^lam``, the same stopping rule and tolerance);
+  ``sinkhorn-vs-sela``: both in one process on the same problem, alternated
+  (nolabel, SeLa, nolabel, SeLa, ...; ``--repeats``), the row's CPU time is nolabel's best and
+  ``speedup`` SeLa's best CPU time over it (a paired ratio, less exposed to the machine's load);
 - ``scan`` / ``temi``: one epoch of SCAN's heads (10 heads, batch 256) / TEMI's heads (16
   heads, batch 256), the whole ``fit`` with its defaults otherwise (k-means size prior, head
   selection, final prediction; their CPU seconds in ``parts_cpu_s``); k=20 neighbours from the
@@ -49,7 +53,7 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("kmeans", "knn-exact", "knn-ivf", "sinkhorn", "sela", "scan", "temi", "kauto", "cli-kmeans", "cli-scan", "imports")
+STAGES = ("kmeans", "knn-exact", "knn-ivf", "knn-hnsw", "sinkhorn", "sela", "sinkhorn-vs-sela", "scan", "temi", "kauto", "cli-kmeans", "cli-scan", "imports")
 
 
 def _status_kib(field: str) -> int:
@@ -198,7 +202,7 @@ def worker(args: argparse.Namespace) -> None:
     base_anon_kib = _status_kib("RssAnon")
     anon = AnonPeak()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # also set by run_one; faiss and torch are pinned below
-    kind = "clustered" if args.stage in ("knn-exact", "knn-ivf", "scan", "temi", "cli-scan", "cli-kmeans") else "unit"
+    kind = "clustered" if args.stage in ("knn-exact", "knn-ivf", "knn-hnsw", "scan", "temi", "cli-scan", "cli-kmeans") else "unit"
     work = Path(args.work)
     path = features(work, args.n, args.d, kind, args.dtype)
     x = np.load(path, mmap_mode="r")
@@ -217,13 +221,13 @@ def worker(args: argparse.Namespace) -> None:
         t0, cpu0 = start()
         km = klass(n_clusters=k, seed=0).fit(x)
         info["inertia"] = km.inertia_
-    elif stage in ("knn-exact", "knn-ivf"):
+    elif stage in ("knn-exact", "knn-ivf", "knn-hnsw"):
         import faiss  # noqa: F401  (imported before start() so that its threads are pinned)
 
         from nolabel.neighbors import knn
 
         t0, cpu0 = start()
-        nb = knn(x, 20, backend="faiss" if stage == "knn-exact" else "faiss-ivf")
+        nb = knn(x, 20, backend={"knn-exact": "faiss", "knn-ivf": "faiss-ivf", "knn-hnsw": "faiss-hnsw"}[stage])
         info["recall"] = round(nb.recall, 4)
         if nb.search:
             info["search"] = nb.search
@@ -247,6 +251,32 @@ def worker(args: argparse.Namespace) -> None:
         sizes = np.bincount(labels, minlength=k)
         info["iterations"] = int(iters)
         info["cluster_size_min_max"] = [int(sizes.min()), int(sizes.max())]
+    elif stage == "sinkhorn-vs-sela":
+        import torch
+
+        from nolabel.nn.sinkhorn import solve_inplace
+
+        lp = torch.log_softmax(_logits(n, k), -1).numpy()
+        q = np.empty((n, k), dtype=np.float32)
+        ps = np.empty((n, k), dtype=np.float64)
+        ours, theirs = [], []
+        t0, cpu0 = start()
+        for _ in range(args.repeats):
+            c = _cpu_seconds()
+            iters = solve_inplace(lp, q, 10.0, 0.1, 1000, 10, np.full(k, 1.0 / k))
+            labels = q.argmax(axis=1)
+            ours.append(_cpu_seconds() - c)
+            np.exp(lp, out=ps)  # SeLa's input, the probabilities in float64 (untimed, as for ``sela``)
+            c = _cpu_seconds()
+            sela_labels, sela_iters = sela_cpu_sk(ps, 10.0)
+            theirs.append(_cpu_seconds() - c)
+        sizes, sela_sizes = np.bincount(labels, minlength=k), np.bincount(sela_labels, minlength=k)
+        info.update(iterations=int(iters), sela_iterations=int(sela_iters),
+                    cluster_size_min_max=[int(sizes.min()), int(sizes.max())],
+                    sela_cluster_size_min_max=[int(sela_sizes.min()), int(sela_sizes.max())],
+                    labels_agree=round(float((labels == sela_labels).mean()), 4),
+                    cpu_s_each=[round(v, 2) for v in ours], sela_cpu_s_each=[round(v, 2) for v in theirs],
+                    speedup=round(min(theirs) / min(ours), 2))
     elif stage in ("scan", "temi"):
         from nolabel import methods
         from nolabel.neighbors import Neighbors, knn
@@ -309,6 +339,8 @@ def worker(args: argparse.Namespace) -> None:
         raise SystemExit(f"unknown stage {stage}")
     seconds = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu0
+    if stage == "sinkhorn-vs-sela":  # the row's time is nolabel's best run; SeLa's in the notes
+        cpu, seconds = min(info["cpu_s_each"]), seconds * min(info["cpu_s_each"]) / cpu
     peak = _status_kib("VmHWM") - base_kib
     info["peak_anon_mib"] = round((anon.peak - base_anon_kib) / 1024)
     print(json.dumps({"stage": stage, "n": n, "d": args.d, "k": k, "dtype": args.dtype, "label": args.label, "seconds": seconds,
@@ -323,7 +355,7 @@ def run_one(stage: str, n: int, d: int, k: int, args: argparse.Namespace) -> dic
                OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, __file__, "--worker", stage, "--n", str(n), "--d", str(d), "--k", str(k), "--work", args.work,
            "--dtype", args.dtype, "--label", args.label, "--threads", str(threads),
-           "--max-steps", str(args.max_steps)]
+           "--max-steps", str(args.max_steps), "--repeats", str(args.repeats)]
     head = {"stage": stage, "n": n, "d": d, "k": k, "dtype": args.dtype, "label": args.label}
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
@@ -495,7 +527,8 @@ def markdown(record: dict) -> str:
         if "error" in r:
             lines.append(f"{head} - | - | - | - | - | - | {r['error']} |")
             continue
-        notes = ", ".join(f"{key}={r[key]}" for key in ("data", "iterations", "recall", "search", "neighbors", "k_pick", "k_range",
+        notes = ", ".join(f"{key}={r[key]}" for key in ("data", "iterations", "sela_iterations", "speedup", "cpu_s_each", "sela_cpu_s_each",
+                                                        "labels_agree", "sela_cluster_size_min_max", "recall", "search", "neighbors", "k_pick", "k_range",
                                                         "cluster_size_min_max", "steps", "parts_cpu_s",
                                                         "epoch_cpu_s_scaled", "peak_anon_mib", "threads") if key in r)
         lines.append(f"{head} {r['seconds']:.2f} | {r.get('cpu_seconds', float('nan')):.2f} | {r['peak_mib']:.0f} | {r.get('ready_mib', '-')} | "
@@ -527,6 +560,7 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=0,
                    help="scan/temi: stop the epoch after this many steps (0: the whole epoch); the epoch's CPU time "
                         "is then also reported scaled to all steps (epoch_cpu_s_scaled)")
+    p.add_argument("--repeats", type=int, default=2, help="sinkhorn-vs-sela: alternated runs of each")
     p.add_argument("--merge", default=None, help="only rebuild NAME's results, taking the rows of this results JSON over its own")
     args = p.parse_args()
     if args.worker:
@@ -550,7 +584,7 @@ def main() -> None:
     for d in ds:
         for n in ns:
             for stage in stages:
-                for k in (ks if stage in ("kmeans", "sinkhorn", "sela", "scan", "temi", "cli-scan", "cli-kmeans") else [ks[0]]):
+                for k in (ks if stage in ("kmeans", "sinkhorn", "sela", "sinkhorn-vs-sela", "scan", "temi", "cli-scan", "cli-kmeans") else [ks[0]]):
                     row = run_one(stage, n, d, k, args)
                     rows = [r for r in rows if key(r) != key(row)] + [row]
                     print(json.dumps(row), flush=True)
