@@ -24,10 +24,9 @@ memory-mapped features) minus the resident set before loading nolabel. Stages:
   logits (``lam`` 10, SeLa's default tolerance); ``sela``: a faithful re-implementation
   of SeLa's ``cpu_sk`` (float64 ``P^lam``, the same stopping rule and tolerance);
   ``sinkhorn-vs-sela``: both in one process on the same problem, alternated
-  (nolabel with its numba loop, nolabel with numpy blocks, SeLa, again ...; ``--repeats``), on
-  output buffers touched before timing; the row's CPU time is nolabel's best (numba when
-  importable) and ``speedup`` SeLa's best CPU time over each path's best (a paired ratio, less
-  exposed to the machine's load; ``speedup_median`` the ratio of medians);
+  (nolabel, SeLa, nolabel, SeLa, ...; ``--repeats``), on output buffers touched before timing;
+  the row's CPU time is nolabel's best and ``speedup`` SeLa's best CPU time over it (a paired
+  ratio, less exposed to the machine's load; ``speedup_median`` the ratio of medians);
 - ``scan`` / ``temi``: one epoch of SCAN's heads (10 heads, batch 256) / TEMI's heads (16
   heads, batch 256), the whole ``fit`` with its defaults otherwise (k-means size prior, head
   selection, final prediction; their CPU seconds in ``parts_cpu_s``); k=20 neighbours from the
@@ -74,7 +73,9 @@ def _cpu_seconds() -> float:
 def features(work: Path, n: int, d: int, kind: str = "unit", dtype: str = "float32") -> Path:
     """(N, d) unit rows of ``dtype`` at ``work/KIND_N_d[_float16].npy``, written once in chunks: ``unit`` are
     uniformly random directions; ``clustered`` are 1,000 random centres plus Gaussian noise
-    (per-coordinate std 1.5 / sqrt(d), i.e. noise norm 1.5 x the centre's), normalised."""
+    (per-coordinate std 1.5 / sqrt(d), i.e. noise norm 1.5 x the centre's), normalised;
+    ``clusteredS`` (e.g. ``clustered100``) the same with N / S centres, i.e. clusters of about S
+    rows at every N."""
     path = work / (f"{kind}_{n}_{d}.npy" if dtype == "float32" else f"{kind}_{n}_{d}_{dtype}.npy")
     if path.exists():
         return path
@@ -82,11 +83,12 @@ def features(work: Path, n: int, d: int, kind: str = "unit", dtype: str = "float
     tmp = path.with_suffix(".tmp.npy")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, d))
     rng = np.random.default_rng(n * 1000 + d)
-    centres = rng.standard_normal((1000, d), dtype=np.float32) / np.sqrt(d)
+    count = n // int(kind.removeprefix("clustered")) if kind.startswith("clustered") and kind != "clustered" else 1000
+    centres = rng.standard_normal((count, d), dtype=np.float32) / np.sqrt(d)
     for s in range(0, n, 65536):
         x = rng.standard_normal((min(65536, n - s), d), dtype=np.float32)
-        if kind == "clustered":
-            x = centres[rng.integers(0, 1000, len(x))] + 1.5 * x / np.sqrt(d)
+        if kind.startswith("clustered"):
+            x = centres[rng.integers(0, count, len(x))] + 1.5 * x / np.sqrt(d)
         out[s:s + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
     out.flush()
     del out
@@ -205,6 +207,8 @@ def worker(args: argparse.Namespace) -> None:
     anon = AnonPeak()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # also set by run_one; faiss and torch are pinned below
     kind = "clustered" if args.stage in ("knn-exact", "knn-ivf", "knn-hnsw", "scan", "temi", "cli-scan", "cli-kmeans") else "unit"
+    if args.cluster_size and kind == "clustered":
+        kind = f"clustered{args.cluster_size}"
     work = Path(args.work)
     path = features(work, args.n, args.d, kind, args.dtype)
     x = np.load(path, mmap_mode="r")
@@ -261,33 +265,25 @@ def worker(args: argparse.Namespace) -> None:
         lp = torch.log_softmax(_logits(n, k), -1).numpy()
         q = np.zeros((n, k), dtype=np.float32)  # both outputs touched before timing (page faults not timed)
         ps = np.zeros((n, k), dtype=np.float64)
-        paths = ["numba", "numpy"] if sinkhorn._fused_iteration() is not None else ["numpy"]
-        c = _cpu_seconds()  # the compiled loop's first call loads (or compiles) it: once per process, not timed
-        sinkhorn.solve_inplace(lp[:64, :8].copy(), np.empty((64, 8), np.float32), 10.0, 0.1, 10, 10, np.full(8, 1 / 8))
-        info["warmup_cpu_s"] = round(_cpu_seconds() - c, 2)
-        ours: dict = {path: [] for path in paths}
-        theirs = []
+        ours, theirs = [], []
         t0, cpu0 = start()
         for _ in range(args.repeats):
-            for path in paths:
-                sinkhorn.USE_NUMBA = path == "numba"
-                c = _cpu_seconds()
-                iters = sinkhorn.solve_inplace(lp, q, 10.0, 0.1, 1000, 10, np.full(k, 1.0 / k))
-                labels = q.argmax(axis=1)
-                ours[path].append(_cpu_seconds() - c)
+            c = _cpu_seconds()
+            iters = sinkhorn.solve_inplace(lp, q, 10.0, 0.1, 1000, 10, np.full(k, 1.0 / k))
+            labels = q.argmax(axis=1)
+            ours.append(_cpu_seconds() - c)
             np.exp(lp, out=ps)  # SeLa's input, the probabilities in float64 (untimed, as for ``sela``)
             c = _cpu_seconds()
             sela_labels, sela_iters = sela_cpu_sk(ps, 10.0)
             theirs.append(_cpu_seconds() - c)
         sizes, sela_sizes = np.bincount(labels, minlength=k), np.bincount(sela_labels, minlength=k)
-        info.update(iterations=int(iters), sela_iterations=int(sela_iters), paths=paths,
+        info.update(iterations=int(iters), sela_iterations=int(sela_iters),
                     cluster_size_min_max=[int(sizes.min()), int(sizes.max())],
                     sela_cluster_size_min_max=[int(sela_sizes.min()), int(sela_sizes.max())],
                     labels_agree=round(float((labels == sela_labels).mean()), 4),
-                    cpu_s_each={path: [round(v, 2) for v in ours[path]] for path in paths},
-                    sela_cpu_s_each=[round(v, 2) for v in theirs],
-                    speedup={path: round(min(theirs) / min(ours[path]), 2) for path in paths},
-                    speedup_median={path: round(float(np.median(theirs) / np.median(ours[path])), 2) for path in paths})
+                    cpu_s_each=[round(v, 2) for v in ours], sela_cpu_s_each=[round(v, 2) for v in theirs],
+                    speedup=round(min(theirs) / min(ours), 2),
+                    speedup_median=round(float(np.median(theirs) / np.median(ours)), 2))
     elif stage in ("scan", "temi"):
         from nolabel import methods
         from nolabel.neighbors import Neighbors, knn
@@ -350,8 +346,8 @@ def worker(args: argparse.Namespace) -> None:
         raise SystemExit(f"unknown stage {stage}")
     seconds = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu0
-    if stage == "sinkhorn-vs-sela":  # the row's time is nolabel's best run (default path); SeLa's in the notes
-        best = min(info["cpu_s_each"][info["paths"][0]])
+    if stage == "sinkhorn-vs-sela":  # the row's time is nolabel's best run; SeLa's in the notes
+        best = min(info["cpu_s_each"])
         cpu, seconds = best, seconds * best / cpu
     peak = _status_kib("VmHWM") - base_kib
     info["peak_anon_mib"] = round((anon.peak - base_anon_kib) / 1024)
@@ -367,7 +363,7 @@ def run_one(stage: str, n: int, d: int, k: int, args: argparse.Namespace) -> dic
                OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, __file__, "--worker", stage, "--n", str(n), "--d", str(d), "--k", str(k), "--work", args.work,
            "--dtype", args.dtype, "--label", args.label, "--threads", str(threads),
-           "--max-steps", str(args.max_steps), "--repeats", str(args.repeats)]
+           "--max-steps", str(args.max_steps), "--repeats", str(args.repeats), "--cluster-size", str(args.cluster_size)]
     head = {"stage": stage, "n": n, "d": d, "k": k, "dtype": args.dtype, "label": args.label}
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
@@ -572,6 +568,9 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=0,
                    help="scan/temi: stop the epoch after this many steps (0: the whole epoch); the epoch's CPU time "
                         "is then also reported scaled to all steps (epoch_cpu_s_scaled)")
+    p.add_argument("--cluster-size", type=int, default=0,
+                   help="clustered stages: N / S centres (clusters of about S rows at every N) instead of 1,000; "
+                        "give the rows a --label (e.g. clusters=N/100), which keeps them apart from the 1,000-centre rows")
     p.add_argument("--repeats", type=int, default=2, help="sinkhorn-vs-sela: alternated runs of each")
     p.add_argument("--merge", default=None, help="only rebuild NAME's results, taking the rows of this results JSON over its own")
     args = p.parse_args()

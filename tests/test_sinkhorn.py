@@ -3,18 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from nolabel.nn import sinkhorn as sk
 from nolabel.nn.sinkhorn import sinkhorn_knopp
-
-
-@pytest.fixture(autouse=True, params=["numpy", "numba"])
-def iteration_path(request, monkeypatch):
-    """Every test runs on both iterations: numpy blocks and the numba-compiled loop."""
-    if request.param == "numba":
-        pytest.importorskip("numba")
-        assert sk._fused_iteration() is not None
-    monkeypatch.setattr(sk, "USE_NUMBA", request.param == "numba")
-    return request.param
 
 
 def reference(log_p, lam, tol, max_iter=1000, marginals=None, check_every=10):

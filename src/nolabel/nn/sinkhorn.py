@@ -31,8 +31,6 @@ becomes ``N Q`` in place (rows sum to 1, columns to ``N m``).
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 
@@ -41,43 +39,6 @@ _BLOCK_BYTES = 768 << 10  # row blocks of about this many bytes (L2-resident: 1 
 #: exponents are raised to this before exp: e^-87 is float32's smallest normal number (1.2e-38) and below it
 #: exp is 2x slower (underflow handling) while the entries, at most 1e-38 of their row's largest, do not matter
 _EXP_FLOOR = np.float32(-87.0)
-#: use the numba-compiled one-pass iteration when numba is importable (``NOLABEL_NUMBA=0``: never)
-USE_NUMBA = os.environ.get("NOLABEL_NUMBA", "1") != "0"
-_fused = None  # the compiled iteration once built, False when numba is missing
-
-
-def _fused_iteration():
-    """The numba-compiled iteration (see :func:`solve_inplace`), or None without numba."""
-    global _fused
-    if _fused is None:
-        try:
-            import numba
-        except ImportError:
-            _fused = False
-            return None
-
-        @numba.njit(fastmath=True, cache=True, nogil=True)
-        def iterate(kern, v, inv_n, tiny, step, dots, col):  # pragma: no cover  (compiled)
-            n, k = kern.shape
-            part = np.empty(k, dtype=np.float32)
-            col[:] = 0.0
-            for s in range(0, n, step):
-                part[:] = 0.0
-                for i in range(s, min(s + step, n)):
-                    row = kern[i]
-                    a = np.float32(0.0)
-                    for j in range(k):
-                        a += row[j] * v[j]
-                    a = max(a, tiny)
-                    dots[i] = a
-                    w = inv_n / a
-                    for j in range(k):
-                        part[j] += w * row[j]
-                for j in range(k):
-                    col[j] += part[j]
-
-        _fused = iterate
-    return _fused or None
 
 
 @torch.no_grad()
@@ -129,11 +90,6 @@ def solve_inplace(
     """Write ``N Q`` for one (N, K) problem into the float32 array ``out``; return the iterations.
 
     ``log_p`` may be any real dtype and may be ``out`` itself (then the input is overwritten).
-    With numba importable (and :data:`USE_NUMBA`) an iteration is one compiled loop over the
-    rows: each row's ``K v`` is summed and, while the row is in L1 cache, its share of the next
-    column sums added (float32 within a block of rows, float64 across blocks, as the numpy path
-    sums them; only the order of float32 additions differs). About 1.7x faster per iteration
-    than the numpy path, which reads each block twice (from memory, then from L2).
     """
     n, k = log_p.shape
     step = max(8, _BLOCK_BYTES // (4 * k))
@@ -160,12 +116,9 @@ def solve_inplace(
     dots = np.empty(n, dtype=np.float32)  # K v for every row
     w = np.empty(n, dtype=np.float32)  # the new u, in float32, for the column pass
     parts = np.empty((len(blocks), k), dtype=np.float32)  # each block's u' K, summed in float64
-    tiny = np.float32(np.finfo(np.float32).tiny)
+    tiny = np.finfo(np.float32).tiny
     inv_n = 1.0 / n
     inv_n32 = np.float32(inv_n)
-
-    fused = _fused_iteration() if USE_NUMBA and out.flags.c_contiguous else None
-    col = np.empty(k)
 
     u = np.full(n, inv_n)  # c_i = e^-a_i / N: every row of the start has largest entry 1 / N
     w[:] = u
@@ -176,17 +129,13 @@ def solve_inplace(
     while True:
         check = it % check_every == 0
         v32 = v.astype(np.float32)
-        if fused is not None:
-            fused(out, v32, inv_n32, tiny, step, dots, col)
-        else:
-            for b, (blk, sl) in enumerate(views):  # one read of the array: K v, then u_new' K from cache
-                a = dots[sl]
-                np.dot(blk, v32, out=a)
-                np.maximum(a, tiny, out=a)
-                ws = w[sl]
-                np.divide(inv_n32, a, out=ws)
-                np.dot(ws, blk, out=parts[b])
-            parts.sum(axis=0, dtype=np.float64, out=col)
+        for b, (blk, sl) in enumerate(views):  # one read of the array: K v, then u_new' K from cache
+            a = dots[sl]
+            np.dot(blk, v32, out=a)
+            np.maximum(a, tiny, out=a)
+            ws = w[sl]
+            np.divide(inv_n32, a, out=ws)
+            np.dot(ws, blk, out=parts[b])
         u_new = inv_n / dots.astype(np.float64)
         if check:
             err = float(np.abs(u / u_new - 1.0).sum())
@@ -194,7 +143,7 @@ def solve_inplace(
         it += 1
         if (check and err <= tol) or it >= max_iter:
             break
-        v = marginals / np.maximum(col, np.finfo(np.float64).tiny)
+        v = marginals / np.maximum(parts.sum(axis=0, dtype=np.float64), np.finfo(np.float64).tiny)
     # N Q = N u_i K_ij v_j with the v that produced the final u (so rows sum to 1)
     v32 = v.astype(np.float32)
     scale = (u * n).astype(np.float32)
