@@ -18,10 +18,10 @@ Backends:
 - ``"faiss-hnsw"``: approximate, a navigable small-world graph (``IndexHNSWFlat``, or
   ``IndexHNSWSQ`` with float16 storage above the memory budget) with ``M`` = ``HNSW_M`` (32)
   links per row and ``efConstruction`` ``HNSW_EF_CONSTRUCTION`` (40); every row is then
-  searched with ``efSearch`` candidates. Building and searching cost about ``log N`` distance
-  evaluations per row, so the whole k-NN grows as N log N, where IVF with ``nlist ~ sqrt(N)``
-  lists grows as N^1.5 (its coarse assignment) and needs more probes for the same recall as N
-  grows (measured: IVF's CPU time grew as N^1.26 from 400k to 1.28M rows). Unless
+  searched with ``efSearch`` candidates. At a fixed ``efSearch`` building and searching cost
+  about ``log N`` distance evaluations per row (N log N in all), against IVF's coarse
+  assignment to ``nlist ~ sqrt(N)`` lists (N^1.5); but the ``efSearch`` that a recall target
+  needs grows with how many near-ties surround a row's true neighbours (see "auto"). Unless
   ``ef_search`` is given it starts at k + 1 and doubles until the recall@k on the sampled
   rows reaches ``TARGET_RECALL`` (or ``HNSW_MAX_EF``). The graph adds ``2 M`` int32 links per
   row (256 bytes at M = 32) to the stored rows: O(N). Rows left with fewer than k results are
@@ -29,15 +29,21 @@ Backends:
   draw); with several, rows are inserted concurrently and the graph may differ slightly
   between runs. It runs on the CPU also when faiss sees GPUs (faiss has no GPU HNSW).
 - ``"auto"``: ``"torch"`` when ``device`` is a CUDA device; otherwise, with faiss
-  installed, ``"faiss"`` up to ``IVF_ABOVE`` (100,000) rows, ``"faiss-ivf"`` up to
-  ``HNSW_ABOVE`` rows and ``"faiss-hnsw"`` beyond; ``"torch"`` without faiss. The choice
-  reads only N (and, through the storage, the memory budget), never labels; see
-  ``HNSW_ABOVE`` for why the switch sits where it does.
+  installed, ``"faiss"`` up to ``IVF_ABOVE`` (100,000) rows and ``"faiss-ivf"`` beyond, at
+  every N; ``"torch"`` without faiss. It reads only N, never labels. Why IVF and not HNSW
+  above the threshold (measured with ``benchmarks/scale.py``, 384-d float16 rows, k = 20, one
+  thread, recall@20 >= 0.9 against exact search on 1,000 sampled rows; see
+  benchmarks/results/scale.md): on clustered rows (centres plus isotropic noise) HNSW needed
+  2.5x IVF's CPU time at 100k rows (54 s against 22 s), and its ``efSearch`` had to grow with N
+  (42 at 100k; 336 at 400k with 1,000 clusters, CPU 569 s against IVF's 101 s; 168 at 400k
+  with clusters of 100 rows, 621 s against IVF's 226 s at nprobe 32), and the graph adds
+  256 bytes per row to the index (33 % of 384-d float16 rows). ``"faiss-hnsw"`` is there for
+  data on which graph search does well (low intrinsic dimension) and is chosen by name.
 
 The faiss backends read the rows in chunks (normalising each chunk), so besides the
 index's own copy of the data they hold O(N*k) results, and they never import torch. When
 a float32 copy of the rows exceeds :data:`nolabel.memory.IN_MEMORY_BYTES` the index stores
-them as float16 (``IndexScalarQuantizer`` / ``IndexIVFScalarQuantizer`` with ``QT_fp16``;
+them as float16 (``IndexScalarQuantizer`` / ``IndexIVFScalarQuantizer`` / ``IndexHNSWSQ`` with ``QT_fp16``;
 on GPU the cloner's ``useFloat16``), i.e. no larger than float16 features themselves; the
 search is then exact only up to that rounding, and ``recall`` is measured against exact
 float32 search on the sampled rows as for IVF.
@@ -67,8 +73,6 @@ BACKENDS = ("auto", "torch", "faiss", "faiss-ivf", "faiss-hnsw")
 BLOCK_BYTES = 256 << 20
 #: "auto" switches from exact to IVF search above this many rows
 IVF_ABOVE = 100_000
-#: "auto" switches from IVF to HNSW above this many rows (PROVISIONAL, set from the measurements below)
-HNSW_ABOVE = 1_000_000
 #: HNSW links per row (faiss' M) and the candidate list while building (efConstruction)
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40
@@ -154,7 +158,7 @@ def knn(
         if device is not None and str(device).startswith("cuda"):
             backend = "torch"
         elif _has_faiss():
-            backend = "faiss" if n <= IVF_ABOVE else "faiss-ivf" if n <= HNSW_ABOVE else "faiss-hnsw"
+            backend = "faiss-ivf" if n > IVF_ABOVE else "faiss"
         else:
             backend = "torch"
     recall, search = 1.0, {}
