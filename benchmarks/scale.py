@@ -429,7 +429,56 @@ def plot(rows: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-NOTES = """1.28M x 384 float16 (2026-12-01, branch i33; ``--work /work/runs/i33/scale --threads 1``, i.e.
+NOTES = """Branch i42 (2026-12-01, 12:40-14:10 UTC; ``--threads 1``, nice 5; the machine's 1-minute load was 4-6.7 on 2 cores
+from other jobs, so wall time is 1-2.5x the CPU time). The first ``knn-hnsw`` command also listed N = 1,281,167: that
+worker was stopped by hand after about 2 CPU minutes (see below), so it has no row.
+
+k-NN with HNSW (``--backend faiss-hnsw``: M 32, efConstruction 40, efSearch doubled from k + 1 = 21 until the recall@20
+on 1,000 sampled rows reaches 0.9; float32 rows within the 512 MiB budget, float16 rows (``IndexHNSWSQ``) above),
+against IVF on the same files (IVF rows of 1,000-centre data from branch i33):
+
+| data | N | backend | CPU s | peak RSS / anonymous (MiB) | recall@20 | search |
+|---|---|---|---|---|---|---|
+| 1,000 centres | 100,000 | knn-ivf | 22.4 | 586 / 563 | 0.912 | nprobe 1 of 1,265 |
+| 1,000 centres | 100,000 | knn-hnsw | 53.6 | 543 / 426 | 0.958 | efSearch 42, float32 rows |
+| 1,000 centres | 400,000 | knn-ivf | 101.3 | 1,072 / 737 | 0.911 | nprobe 2 of 2,530 |
+| 1,000 centres | 400,000 | knn-hnsw | 569.0 | 1,082 / 741 | 0.923 | efSearch 336, float16 rows |
+| 1,000 centres | 1,281,167 | knn-ivf | 439.3 | 2,832 / about 1,870 | 0.952 | nprobe 4 of 4,528 |
+| 1,000 centres | 1,281,167 | knn-hnsw | not measured | | | stopped; about 4,100 CPU s extrapolated (exponent 1.70) |
+| clusters of 100 rows | 100,000 | knn-ivf | 21.5 | 586 / 567 | 0.912 | nprobe 1 of 1,265 (the same file as 1,000 centres at 100k) |
+| clusters of 100 rows | 100,000 | knn-hnsw | 54.0 | 542 / 450 | 0.958 | efSearch 42, float32 rows |
+| clusters of 100 rows | 400,000 | knn-ivf | 226.0 | 1,090 / 773 | 0.904 | nprobe 32 of 2,530 |
+| clusters of 100 rows | 400,000 | knn-hnsw | 621.0 | 1,082 / 755 | 0.925 | efSearch 168, float16 rows |
+
+Exponents (CPU time ~ N^e, 100k -> 400k): HNSW 1.70 (1,000 centres) and 1.76 (clusters of 100 rows, ``--cluster-size
+100``: N / 100 centres, so a row's neighbourhood is equally hard at every N); IVF 1.09 and 1.70. On these rows neither
+backend is O(N log N) at a fixed recall: each row is a centre plus isotropic 384-d noise of 1.5x the centre's norm, so
+within a cluster the distances concentrate and a row's 20 nearest are near-ties among its cluster's rows (a
+high-intrinsic-dimension case). IVF then has to probe more lists as N grows (nprobe 1 -> 2 -> 4 with 1,000 clusters;
+1 -> 32 with clusters of 100 rows, which spread over several lists once clusters outnumber lists) and HNSW has to
+widen its beam (efSearch 42 -> 336 / 168), and HNSW pays more per step (random access into the graph). HNSW at
+1.28M was therefore not run to the end: at efSearch >= 336 its 1.70 exponent extrapolates to about 4,100 CPU s (over an
+hour of one core on this loaded machine; IVF: 439 s). So ``auto`` keeps IVF above 100k rows at every N and HNSW is
+chosen by name (see ``nolabel.neighbors``). Memory: the same for both at 400k (741-773 MiB anonymous; HNSW's graph is
+400k x 256 bytes = 98 MiB). Not measured: HNSW on features of low intrinsic
+dimension (real image/text embeddings at 100k+ rows: none are stored here), where graph search is usually at its best.
+
+Sinkhorn-Knopp against SeLa's ``cpu_sk``, paired (``sinkhorn-vs-sela``: both in one process, alternated 3 times on the
+same N = 100,000 x K = 1,000 problem, lam 10, SeLa's tolerance 0.1; output buffers touched before timing): 121
+iterations each, the same labels (``labels_agree`` 1.0), cluster sizes 94-106 both. nolabel (numpy blocks, the code
+on this branch) 4.91, 5.08, 5.20 CPU s; SeLa 14.81, 15.68, 14.90 CPU s: **3.02x** best against best, 2.93x median
+against median, i.e. at the 3x target, not clearly above it. The row also timed a numba-compiled one-pass iteration
+(5.25, 4.91, 5.76 s) that was about 1.7x faster per iteration in an unloaded micro-benchmark but no faster here, so it
+was removed again. Changes to ``solve_inplace`` (commit "sinkhorn: fewer numpy calls per block"): four numpy calls per
+block (K v and u' K into preallocated float32 buffers, per-block column sums added in float64), the kernel built in two
+passes without re-reading the input, exponents floored at -87 (float32's smallest normal: exp's underflow path cost
+2x), 768 KiB blocks; 15-20 % fewer CPU seconds than before in an A/B in one process (old 6.50-8.08, new 5.09-6.92 s
+under load 4-6; ``/work/runs/i42/sk_ab.py``, not in the table). Where the rest goes (side measurements, one thread):
+an iteration reads the 400 MB kernel once (about 37 ms, 11 GB/s; the two whole-array sgemv calls alone take 27 + 22 ms),
+the kernel build takes about 0.5 s, and the first touch of a fresh 400 MB output array took 1.26 s on this VM, which
+``sinkhorn_knopp`` pays on every call (it allocates the output) and the paired stage leaves out for both sides.
+
+1.28M x 384 float16 (2026-12-01, branch i33; ``--work /work/runs/i33/scale --threads 1``, i.e.
 ``OMP_NUM_THREADS=1``, ``faiss.omp_set_num_threads(1)``, ``torch.set_num_threads(1)``; nice 0 (the 1.28M ``knn-ivf``
 ran its first 20 minutes at nice 10); the machine's 1-minute load was 8-12 on 2 cores throughout, so wall time
 is 3-6x the CPU time). Data: ``clustered`` unit rows (1,000 random centres plus noise; uniformly random
