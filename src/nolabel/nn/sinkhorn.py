@@ -20,14 +20,15 @@ scalings (``u = c e^a``, ``v = r e^-s``), which are kept in float64, so the iter
 SeLa's. The start is ``c_i = e^-a_i / N`` (each row's largest entry of ``diag(c) P^lam`` is
 ``1 / N``) where SeLa starts from ``c = 1 / N``: the same fixed point, but no row
 starts e^-a_i times too light (with ``c = 1 / N`` a row whose best cluster has
-probability 1e-2 at ``lam = 10`` weighs e^-46 in the first ``r``, which underflows float32). Kernel entries below ``e^-87`` (float32's
-smallest normal number; at most 1e-38 of their row's largest entry) are raised to it, which
-halves the cost of ``exp`` (its underflow path) and changes no sum measurably. One iteration
-is a single pass over the array in row blocks that fit in L2 cache: each block gives its
-``c_new`` (``blk @ v``, float32 BLAS) and at once adds its share ``blk' c_new`` to the next
-``r`` (per-block float32 products summed in float64), so the array is read from memory once
-per iteration, not twice, with four numpy calls per block. Finally the array
-becomes ``N Q`` in place (rows sum to 1, columns to ``N m``).
+probability 1e-2 at ``lam = 10`` weighs e^-46 in the first ``r``, which underflows
+float32). Kernel entries below ``e^-87`` (float32's smallest normal number; at most 1e-38
+of their row's largest entry) are raised to it, which halves the cost of ``exp`` (its
+underflow path) and changes no sum measurably. One iteration is a single pass over the
+array in row blocks that fit in L2 cache: each block gives its ``c_new`` (``blk @ v``,
+float32 BLAS) and at once adds its share ``blk' c_new`` to the next ``r`` (per-block
+float32 products summed in float64), so the array is read from memory once per iteration,
+not twice, with four numpy calls per block. Finally the array becomes ``N Q`` in place
+(rows sum to 1, columns to ``N m``).
 """
 from __future__ import annotations
 
@@ -93,8 +94,7 @@ def solve_inplace(
     """
     n, k = log_p.shape
     step = max(8, _BLOCK_BYTES // (4 * k))
-    starts = range(0, n, step)
-    blocks = [slice(s, min(s + step, n)) for s in starts]
+    blocks = [slice(s, min(s + step, n)) for s in range(0, n, step)]
     col_log_max = np.full(k, -np.inf, dtype=np.float32)
     lam32 = np.float32(lam)
     for sl in blocks:  # pass 1: lam log P minus each row's largest entry, into out; the column maxima
