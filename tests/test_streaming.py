@@ -57,8 +57,10 @@ def test_streamed_rows_equal_in_memory_rows(tmp_path):
     assert torch.equal(rows.float(), full)
 
 
+# SCAN from a random start: its default k-means start runs nolabel's k-means, which itself changes
+# algorithm at the budget (scikit-learn Lloyd below, chunked faiss above), so the starts would differ
 @pytest.mark.parametrize("name, params", [
-    ("scan", {"epochs": 2, "batch_size": 64, "n_heads": 3}),
+    ("scan", {"epochs": 2, "batch_size": 64, "n_heads": 3, "init": "random"}),
     ("temi", {"epochs": 2, "batch_size": 64, "n_heads": 2, "n_neighbors": 5, "hidden": 32, "bottleneck": 16}),
     ("sela", {"epochs": 2, "batch_size": 64, "n_heads": 2}),
     ("lsdc", {"epochs": 2, "batch_size": 64}),
