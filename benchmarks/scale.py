@@ -429,7 +429,7 @@ def plot(rows: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-NOTES = """Branch i42 (2026-12-01, 12:40-14:10 UTC; ``--threads 1``, nice 5; the machine's 1-minute load was 4-6.7 on 2 cores
+NOTES = """Branch i42 (2026-12-01, 12:40-14:12 UTC; ``--threads 1``, nice 5; the machine's 1-minute load was 3-6.7 on 2 cores
 from other jobs, so wall time is 1-2.5x the CPU time). The first ``knn-hnsw`` command also listed N = 1,281,167: that
 worker was stopped by hand after about 2 CPU minutes (see below), so it has no row.
 
@@ -477,6 +477,14 @@ under load 4-6; ``/work/runs/i42/sk_ab.py``, not in the table). Where the rest g
 an iteration reads the 400 MB kernel once (about 37 ms, 11 GB/s; the two whole-array sgemv calls alone take 27 + 22 ms),
 the kernel build takes about 0.5 s, and the first touch of a fresh 400 MB output array took 1.26 s on this VM, which
 ``sinkhorn_knopp`` pays on every call (it allocates the output) and the paired stage leaves out for both sides.
+
+TEMI, one whole epoch at 1,281,167 x 384 float16 (``--stages temi --n 1281167``, no ``--max-steps``; 20-NN from branch
+i33's ``knn-ivf`` file; 35 minutes wall at load 3-5): **1,326 CPU s** measured (the 200-step row of branch i33 had
+extrapolated 1,187): size prior 25.5, epoch 1,070.4 (5,004 steps, 0.214 s a step against 0.196 at 100k and 400k),
+the 16 teacher heads' argmax over all rows 193.3, kappa selection 21.8, prediction 13.0; peak RSS 2,724 MiB,
+anonymous 1,405 MiB (features 938 MiB). Exponents from 400k (measured) to 1.28M (measured): whole fit 1.08, epoch
+1.07, all-row argmax 1.06. This row replaces the 200-step row in the table above (same key); the paragraph below
+still describes that older row.
 
 1.28M x 384 float16 (2026-12-01, branch i33; ``--work /work/runs/i33/scale --threads 1``, i.e.
 ``OMP_NUM_THREADS=1``, ``faiss.omp_set_num_threads(1)``, ``torch.set_num_threads(1)``; nice 0 (the 1.28M ``knn-ivf``
