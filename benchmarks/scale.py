@@ -466,7 +466,7 @@ dimension (real image/text embeddings at 100k+ rows: none are stored here), wher
 Sinkhorn-Knopp against SeLa's ``cpu_sk``, paired (``sinkhorn-vs-sela``: both in one process, alternated 3 times on the
 same N = 100,000 x K = 1,000 problem, lam 10, SeLa's tolerance 0.1; output buffers touched before timing): 121
 iterations each, the same labels (``labels_agree`` 1.0), cluster sizes 94-106 both. nolabel (numpy blocks, the code
-on this branch) 4.91, 5.08, 5.20 CPU s; SeLa 14.81, 15.68, 14.90 CPU s: **3.02x** best against best, 2.93x median
+on this branch) 4.91, 5.08, 5.20 CPU s; SeLa 14.81, 15.68, 14.90 CPU s: **3.02x** best against best, 2.94x median
 against median, i.e. at the 3x target, not clearly above it. The row also timed a numba-compiled one-pass iteration
 (5.25, 4.91, 5.76 s) that was about 1.7x faster per iteration in an unloaded micro-benchmark but no faster here, so it
 was removed again. Changes to ``solve_inplace`` (commit "sinkhorn: fewer numpy calls per block"): four numpy calls per
