@@ -17,11 +17,16 @@ memory-mapped features) minus the resident set before loading nolabel. Stages:
 
 - ``kmeans``: ``nolabel`` k-means, default settings (PCA to 256 when d > 256; faiss on a
   sample and 3 restarts once N*K > 1e6, scikit-learn Lloyd with 10 restarts below);
-- ``knn-exact`` / ``knn-ivf``: ``nolabel.neighbors.knn`` (k=20) exact (faiss flat) and
-  IVF; the IVF row reports its recall@20 against exact on 1,000 sampled rows;
+- ``knn-exact`` / ``knn-ivf`` / ``knn-hnsw``: ``nolabel.neighbors.knn`` (k=20) exact (faiss
+  flat), IVF and HNSW; the approximate rows report their recall@20 against exact on 1,000
+  sampled rows;
 - ``sinkhorn``: ``nolabel.nn.sinkhorn.sinkhorn_knopp`` on (N, K) log-softmax of random
   logits (``lam`` 10, SeLa's default tolerance); ``sela``: a faithful re-implementation
   of SeLa's ``cpu_sk`` (float64 ``P^lam``, the same stopping rule and tolerance);
+  ``sinkhorn-vs-sela``: both in one process on the same problem, alternated
+  (nolabel, SeLa, nolabel, SeLa, ...; ``--repeats``), on output buffers touched before timing;
+  the row's CPU time is nolabel's best and ``speedup`` SeLa's best CPU time over it (a paired
+  ratio, less exposed to the machine's load; ``speedup_median`` the ratio of medians);
 - ``scan`` / ``temi``: one epoch of SCAN's heads (10 heads, batch 256) / TEMI's heads (16
   heads, batch 256), the whole ``fit`` with its defaults otherwise (k-means size prior, head
   selection, final prediction; their CPU seconds in ``parts_cpu_s``); k=20 neighbours from the
@@ -49,7 +54,7 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("kmeans", "knn-exact", "knn-ivf", "sinkhorn", "sela", "scan", "temi", "kauto", "cli-kmeans", "cli-scan", "imports")
+STAGES = ("kmeans", "knn-exact", "knn-ivf", "knn-hnsw", "sinkhorn", "sela", "sinkhorn-vs-sela", "scan", "temi", "kauto", "cli-kmeans", "cli-scan", "imports")
 
 
 def _status_kib(field: str) -> int:
@@ -68,7 +73,9 @@ def _cpu_seconds() -> float:
 def features(work: Path, n: int, d: int, kind: str = "unit", dtype: str = "float32") -> Path:
     """(N, d) unit rows of ``dtype`` at ``work/KIND_N_d[_float16].npy``, written once in chunks: ``unit`` are
     uniformly random directions; ``clustered`` are 1,000 random centres plus Gaussian noise
-    (per-coordinate std 1.5 / sqrt(d), i.e. noise norm 1.5 x the centre's), normalised."""
+    (per-coordinate std 1.5 / sqrt(d), i.e. noise norm 1.5 x the centre's), normalised;
+    ``clusteredS`` (e.g. ``clustered100``) the same with N / S centres, i.e. clusters of about S
+    rows at every N."""
     path = work / (f"{kind}_{n}_{d}.npy" if dtype == "float32" else f"{kind}_{n}_{d}_{dtype}.npy")
     if path.exists():
         return path
@@ -76,11 +83,12 @@ def features(work: Path, n: int, d: int, kind: str = "unit", dtype: str = "float
     tmp = path.with_suffix(".tmp.npy")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, d))
     rng = np.random.default_rng(n * 1000 + d)
-    centres = rng.standard_normal((1000, d), dtype=np.float32) / np.sqrt(d)
+    count = n // int(kind.removeprefix("clustered")) if kind.startswith("clustered") and kind != "clustered" else 1000
+    centres = rng.standard_normal((count, d), dtype=np.float32) / np.sqrt(d)
     for s in range(0, n, 65536):
         x = rng.standard_normal((min(65536, n - s), d), dtype=np.float32)
-        if kind == "clustered":
-            x = centres[rng.integers(0, 1000, len(x))] + 1.5 * x / np.sqrt(d)
+        if kind.startswith("clustered"):
+            x = centres[rng.integers(0, count, len(x))] + 1.5 * x / np.sqrt(d)
         out[s:s + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
     out.flush()
     del out
@@ -198,7 +206,9 @@ def worker(args: argparse.Namespace) -> None:
     base_anon_kib = _status_kib("RssAnon")
     anon = AnonPeak()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # also set by run_one; faiss and torch are pinned below
-    kind = "clustered" if args.stage in ("knn-exact", "knn-ivf", "scan", "temi", "cli-scan", "cli-kmeans") else "unit"
+    kind = "clustered" if args.stage in ("knn-exact", "knn-ivf", "knn-hnsw", "scan", "temi", "cli-scan", "cli-kmeans") else "unit"
+    if args.cluster_size and kind == "clustered":
+        kind = f"clustered{args.cluster_size}"
     work = Path(args.work)
     path = features(work, args.n, args.d, kind, args.dtype)
     x = np.load(path, mmap_mode="r")
@@ -217,13 +227,13 @@ def worker(args: argparse.Namespace) -> None:
         t0, cpu0 = start()
         km = klass(n_clusters=k, seed=0).fit(x)
         info["inertia"] = km.inertia_
-    elif stage in ("knn-exact", "knn-ivf"):
+    elif stage in ("knn-exact", "knn-ivf", "knn-hnsw"):
         import faiss  # noqa: F401  (imported before start() so that its threads are pinned)
 
         from nolabel.neighbors import knn
 
         t0, cpu0 = start()
-        nb = knn(x, 20, backend="faiss" if stage == "knn-exact" else "faiss-ivf")
+        nb = knn(x, 20, backend={"knn-exact": "faiss", "knn-ivf": "faiss-ivf", "knn-hnsw": "faiss-hnsw"}[stage])
         info["recall"] = round(nb.recall, 4)
         if nb.search:
             info["search"] = nb.search
@@ -247,6 +257,33 @@ def worker(args: argparse.Namespace) -> None:
         sizes = np.bincount(labels, minlength=k)
         info["iterations"] = int(iters)
         info["cluster_size_min_max"] = [int(sizes.min()), int(sizes.max())]
+    elif stage == "sinkhorn-vs-sela":
+        import torch
+
+        from nolabel.nn import sinkhorn
+
+        lp = torch.log_softmax(_logits(n, k), -1).numpy()
+        q = np.zeros((n, k), dtype=np.float32)  # both outputs touched before timing (page faults not timed)
+        ps = np.zeros((n, k), dtype=np.float64)
+        ours, theirs = [], []
+        t0, cpu0 = start()
+        for _ in range(args.repeats):
+            c = _cpu_seconds()
+            iters = sinkhorn.solve_inplace(lp, q, 10.0, 0.1, 1000, 10, np.full(k, 1.0 / k))
+            labels = q.argmax(axis=1)
+            ours.append(_cpu_seconds() - c)
+            np.exp(lp, out=ps)  # SeLa's input, the probabilities in float64 (untimed, as for ``sela``)
+            c = _cpu_seconds()
+            sela_labels, sela_iters = sela_cpu_sk(ps, 10.0)
+            theirs.append(_cpu_seconds() - c)
+        sizes, sela_sizes = np.bincount(labels, minlength=k), np.bincount(sela_labels, minlength=k)
+        info.update(iterations=int(iters), sela_iterations=int(sela_iters),
+                    cluster_size_min_max=[int(sizes.min()), int(sizes.max())],
+                    sela_cluster_size_min_max=[int(sela_sizes.min()), int(sela_sizes.max())],
+                    labels_agree=round(float((labels == sela_labels).mean()), 4),
+                    cpu_s_each=[round(v, 2) for v in ours], sela_cpu_s_each=[round(v, 2) for v in theirs],
+                    speedup=round(min(theirs) / min(ours), 2),
+                    speedup_median=round(float(np.median(theirs) / np.median(ours)), 2))
     elif stage in ("scan", "temi"):
         from nolabel import methods
         from nolabel.neighbors import Neighbors, knn
@@ -309,6 +346,9 @@ def worker(args: argparse.Namespace) -> None:
         raise SystemExit(f"unknown stage {stage}")
     seconds = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu0
+    if stage == "sinkhorn-vs-sela":  # the row's time is nolabel's best run; SeLa's in the notes
+        best = min(info["cpu_s_each"])
+        cpu, seconds = best, seconds * best / cpu
     peak = _status_kib("VmHWM") - base_kib
     info["peak_anon_mib"] = round((anon.peak - base_anon_kib) / 1024)
     print(json.dumps({"stage": stage, "n": n, "d": args.d, "k": k, "dtype": args.dtype, "label": args.label, "seconds": seconds,
@@ -323,7 +363,7 @@ def run_one(stage: str, n: int, d: int, k: int, args: argparse.Namespace) -> dic
                OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, __file__, "--worker", stage, "--n", str(n), "--d", str(d), "--k", str(k), "--work", args.work,
            "--dtype", args.dtype, "--label", args.label, "--threads", str(threads),
-           "--max-steps", str(args.max_steps)]
+           "--max-steps", str(args.max_steps), "--repeats", str(args.repeats), "--cluster-size", str(args.cluster_size)]
     head = {"stage": stage, "n": n, "d": d, "k": k, "dtype": args.dtype, "label": args.label}
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
@@ -389,7 +429,64 @@ def plot(rows: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-NOTES = """1.28M x 384 float16 (2026-12-01, branch i33; ``--work /work/runs/i33/scale --threads 1``, i.e.
+NOTES = """Branch i42 (2026-12-01, 12:40-14:12 UTC; ``--threads 1``, nice 5; the machine's 1-minute load was 3-6.7 on 2 cores
+from other jobs, so wall time is 1-2.5x the CPU time). The first ``knn-hnsw`` command also listed N = 1,281,167: that
+worker was stopped by hand after about 2 CPU minutes (see below), so it has no row.
+
+k-NN with HNSW (``--backend faiss-hnsw``: M 32, efConstruction 40, efSearch doubled from k + 1 = 21 until the recall@20
+on 1,000 sampled rows reaches 0.9; float32 rows within the 512 MiB budget, float16 rows (``IndexHNSWSQ``) above),
+against IVF on the same files (IVF rows of 1,000-centre data from branch i33):
+
+| data | N | backend | CPU s | peak RSS / anonymous (MiB) | recall@20 | search |
+|---|---|---|---|---|---|---|
+| 1,000 centres | 100,000 | knn-ivf | 22.4 | 586 / 563 | 0.912 | nprobe 1 of 1,265 |
+| 1,000 centres | 100,000 | knn-hnsw | 53.6 | 543 / 426 | 0.958 | efSearch 42, float32 rows |
+| 1,000 centres | 400,000 | knn-ivf | 101.3 | 1,072 / 737 | 0.911 | nprobe 2 of 2,530 |
+| 1,000 centres | 400,000 | knn-hnsw | 569.0 | 1,082 / 741 | 0.923 | efSearch 336, float16 rows |
+| 1,000 centres | 1,281,167 | knn-ivf | 439.3 | 2,832 / about 1,870 | 0.952 | nprobe 4 of 4,528 |
+| 1,000 centres | 1,281,167 | knn-hnsw | not measured | | | stopped; about 4,100 CPU s extrapolated (exponent 1.70) |
+| clusters of 100 rows | 100,000 | knn-ivf | 21.5 | 586 / 567 | 0.912 | nprobe 1 of 1,265 (the same file as 1,000 centres at 100k) |
+| clusters of 100 rows | 100,000 | knn-hnsw | 54.0 | 542 / 450 | 0.958 | efSearch 42, float32 rows |
+| clusters of 100 rows | 400,000 | knn-ivf | 226.0 | 1,090 / 773 | 0.904 | nprobe 32 of 2,530 |
+| clusters of 100 rows | 400,000 | knn-hnsw | 621.0 | 1,082 / 755 | 0.925 | efSearch 168, float16 rows |
+
+Exponents (CPU time ~ N^e, 100k -> 400k): HNSW 1.70 (1,000 centres) and 1.76 (clusters of 100 rows, ``--cluster-size
+100``: N / 100 centres, so a row's neighbourhood is equally hard at every N); IVF 1.09 and 1.70. On these rows neither
+backend is O(N log N) at a fixed recall: each row is a centre plus isotropic 384-d noise of 1.5x the centre's norm, so
+within a cluster the distances concentrate and a row's 20 nearest are near-ties among its cluster's rows (a
+high-intrinsic-dimension case). IVF then has to probe more lists as N grows (nprobe 1 -> 2 -> 4 with 1,000 clusters;
+1 -> 32 with clusters of 100 rows, which spread over several lists once clusters outnumber lists) and HNSW has to
+widen its beam (efSearch 42 -> 336 / 168), and HNSW pays more per step (random access into the graph). HNSW at
+1.28M was therefore not run to the end: at efSearch >= 336 its 1.70 exponent extrapolates to about 4,100 CPU s (over an
+hour of one core on this loaded machine; IVF: 439 s). So ``auto`` keeps IVF above 100k rows at every N and HNSW is
+chosen by name (see ``nolabel.neighbors``). Memory: the same for both at 400k (741-773 MiB anonymous; HNSW's graph is
+400k x 256 bytes = 98 MiB). Not measured: HNSW on features of low intrinsic
+dimension (real image/text embeddings at 100k+ rows: none are stored here), where graph search is usually at its best.
+
+Sinkhorn-Knopp against SeLa's ``cpu_sk``, paired (``sinkhorn-vs-sela``: both in one process, alternated 3 times on the
+same N = 100,000 x K = 1,000 problem, lam 10, SeLa's tolerance 0.1; output buffers touched before timing): 121
+iterations each, the same labels (``labels_agree`` 1.0), cluster sizes 94-106 both. nolabel (numpy blocks, the code
+on this branch) 4.91, 5.08, 5.20 CPU s; SeLa 14.81, 15.68, 14.90 CPU s: **3.02x** best against best, 2.94x median
+against median, i.e. at the 3x target, not clearly above it. The row also timed a numba-compiled one-pass iteration
+(5.25, 4.91, 5.76 s) that was about 1.7x faster per iteration in an unloaded micro-benchmark but no faster here, so it
+was removed again. Changes to ``solve_inplace`` (commit "sinkhorn: fewer numpy calls per block"): four numpy calls per
+block (K v and u' K into preallocated float32 buffers, per-block column sums added in float64), the kernel built in two
+passes without re-reading the input, exponents floored at -87 (float32's smallest normal: exp's underflow path cost
+2x), 768 KiB blocks; 15-20 % fewer CPU seconds than before in an A/B in one process (old 6.50-8.08, new 5.09-6.92 s
+under load 4-6; ``/work/runs/i42/sk_ab.py``, not in the table). Where the rest goes (side measurements, one thread):
+an iteration reads the 400 MB kernel once (about 37 ms, 11 GB/s; the two whole-array sgemv calls alone take 27 + 22 ms),
+the kernel build takes about 0.5 s, and the first touch of a fresh 400 MB output array took 1.26 s on this VM, which
+``sinkhorn_knopp`` pays on every call (it allocates the output) and the paired stage leaves out for both sides.
+
+TEMI, one whole epoch at 1,281,167 x 384 float16 (``--stages temi --n 1281167``, no ``--max-steps``; 20-NN from branch
+i33's ``knn-ivf`` file; 35 minutes wall at load 3-5): **1,326 CPU s** measured (the 200-step row of branch i33 had
+extrapolated 1,187): size prior 25.5, epoch 1,070.4 (5,004 steps, 0.214 s a step against 0.196 at 100k and 400k),
+the 16 teacher heads' argmax over all rows 193.3, kappa selection 21.8, prediction 13.0; peak RSS 2,724 MiB,
+anonymous 1,405 MiB (features 938 MiB). Exponents from 400k (measured) to 1.28M (measured): whole fit 1.08, epoch
+1.07, all-row argmax 1.06. This row replaces the 200-step row in the table above (same key); the paragraph below
+still describes that older row.
+
+1.28M x 384 float16 (2026-12-01, branch i33; ``--work /work/runs/i33/scale --threads 1``, i.e.
 ``OMP_NUM_THREADS=1``, ``faiss.omp_set_num_threads(1)``, ``torch.set_num_threads(1)``; nice 0 (the 1.28M ``knn-ivf``
 ran its first 20 minutes at nice 10); the machine's 1-minute load was 8-12 on 2 cores throughout, so wall time
 is 3-6x the CPU time). Data: ``clustered`` unit rows (1,000 random centres plus noise; uniformly random
@@ -495,7 +592,8 @@ def markdown(record: dict) -> str:
         if "error" in r:
             lines.append(f"{head} - | - | - | - | - | - | {r['error']} |")
             continue
-        notes = ", ".join(f"{key}={r[key]}" for key in ("data", "iterations", "recall", "search", "neighbors", "k_pick", "k_range",
+        notes = ", ".join(f"{key}={r[key]}" for key in ("data", "iterations", "sela_iterations", "speedup", "cpu_s_each", "sela_cpu_s_each",
+                                                        "speedup_median", "warmup_cpu_s", "labels_agree", "sela_cluster_size_min_max", "recall", "search", "neighbors", "k_pick", "k_range",
                                                         "cluster_size_min_max", "steps", "parts_cpu_s",
                                                         "epoch_cpu_s_scaled", "peak_anon_mib", "threads") if key in r)
         lines.append(f"{head} {r['seconds']:.2f} | {r.get('cpu_seconds', float('nan')):.2f} | {r['peak_mib']:.0f} | {r.get('ready_mib', '-')} | "
@@ -527,6 +625,10 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=0,
                    help="scan/temi: stop the epoch after this many steps (0: the whole epoch); the epoch's CPU time "
                         "is then also reported scaled to all steps (epoch_cpu_s_scaled)")
+    p.add_argument("--cluster-size", type=int, default=0,
+                   help="clustered stages: N / S centres (clusters of about S rows at every N) instead of 1,000; "
+                        "give the rows a --label (e.g. clusters=N/100), which keeps them apart from the 1,000-centre rows")
+    p.add_argument("--repeats", type=int, default=2, help="sinkhorn-vs-sela: alternated runs of each")
     p.add_argument("--merge", default=None, help="only rebuild NAME's results, taking the rows of this results JSON over its own")
     args = p.parse_args()
     if args.worker:
@@ -550,7 +652,7 @@ def main() -> None:
     for d in ds:
         for n in ns:
             for stage in stages:
-                for k in (ks if stage in ("kmeans", "sinkhorn", "sela", "scan", "temi", "cli-scan", "cli-kmeans") else [ks[0]]):
+                for k in (ks if stage in ("kmeans", "sinkhorn", "sela", "sinkhorn-vs-sela", "scan", "temi", "cli-scan", "cli-kmeans") else [ks[0]]):
                     row = run_one(stage, n, d, k, args)
                     rows = [r for r in rows if key(r) != key(row)] + [row]
                     print(json.dumps(row), flush=True)

@@ -164,3 +164,57 @@ def test_ivf_raises_nprobe_until_the_sampled_recall_reaches_the_target():
     exact = knn(x, 10, backend="faiss")
     true = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(nb.indices, exact.indices)])
     assert abs(nb.recall - true) < 0.03
+
+
+def _clustered(n, d, seed, centres=25):
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(centres, d))
+    return (c[rng.integers(0, centres, n)] + 0.6 * rng.normal(size=(n, d))).astype(np.float32)
+
+
+@pytest.fixture
+def one_faiss_thread():
+    faiss = pytest.importorskip("faiss")
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+def test_hnsw_recall_against_exact_at_small_n_and_deterministic(one_faiss_thread):
+    x = _clustered(3000, 32, seed=11)
+    exact = knn(x, 10, backend="faiss")
+    nb = knn(x, 10, backend="faiss-hnsw")
+    true = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(nb.indices, exact.indices)])
+    assert nb.backend == "faiss-hnsw" and true >= 0.95 and nb.recall >= 0.9
+    assert abs(nb.recall - true) < 0.03  # the reported recall is the sampled one (1,000 of 3,000 rows)
+    assert nb.search["M"] == 32 and nb.search["efSearch"] >= 11 and nb.search["storage"] == "float32"
+    assert not (nb.indices == np.arange(len(x))[:, None]).any()
+    assert (np.diff(nb.similarities, axis=1) <= 1e-6).all()
+    again = knn(x, 10, backend="faiss-hnsw")
+    np.testing.assert_array_equal(again.indices, nb.indices)
+
+
+def test_hnsw_raises_ef_search_until_the_target_and_stores_float16_above_the_budget(monkeypatch, one_faiss_thread):
+    import nolabel.neighbors as nbm
+    from nolabel import memory
+
+    x = np.random.default_rng(12).normal(size=(2000, 24)).astype(np.float32)  # no structure: hard for a graph
+    fixed = knn(x, 10, backend="faiss-hnsw", ef_search=11, hnsw_m=4)
+    assert fixed.search["efSearch"] == 11 and fixed.recall < 0.9
+    raised = knn(x, 10, backend="faiss-hnsw", hnsw_m=4)
+    assert raised.recall >= 0.9 and raised.search["efSearch"] > 11
+    monkeypatch.setattr(memory, "IN_MEMORY_BYTES", 1024)
+    half = knn(x, 10, backend="faiss-hnsw")
+    assert half.search["storage"] == "float16" and half.recall >= 0.9
+    monkeypatch.setattr(nbm, "IVF_ABOVE", 200)
+    assert knn(x, 5).backend == "faiss-ivf"  # auto never picks HNSW (see the module's docstring)
+
+
+def test_hnsw_bad_options_are_one_line_errors(data):
+    with pytest.raises(NolabelError, match="unknown k-NN backend 'hnsw'; choose one of .*faiss-hnsw"):
+        knn(data, 3, backend="hnsw")
+    with pytest.raises(NolabelError, match="ef_search"):
+        knn(data, 3, backend="faiss-hnsw", ef_search=0)
+    with pytest.raises(NolabelError, match="hnsw_m"):
+        knn(data, 3, backend="faiss-hnsw", hnsw_m=1)

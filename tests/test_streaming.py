@@ -82,7 +82,7 @@ def test_streamed_heads_equal_in_memory_heads(tmp_path, monkeypatch, name, param
     np.testing.assert_array_equal(streamed.predict_proba(x), ref.predict_proba(x))
 
 
-@pytest.mark.parametrize("backend, extra", [("faiss", {}), ("faiss-ivf", {"nlist": 6, "nprobe": 6})])
+@pytest.mark.parametrize("backend, extra", [("faiss", {}), ("faiss-ivf", {"nlist": 6, "nprobe": 6}), ("faiss-hnsw", {})])
 def test_knn_above_the_budget_stores_float16_with_measured_recall(tmp_path, no_budget, backend, extra):
     import faiss
 
@@ -90,11 +90,11 @@ def test_knn_above_the_budget_stores_float16_with_measured_recall(tmp_path, no_b
     exact = knn(np.array(x, dtype=np.float32), 8, backend="faiss")
     made = []
     with pytest.MonkeyPatch.context() as mp:
-        for name in ("IndexScalarQuantizer", "IndexIVFScalarQuantizer"):
+        for name in ("IndexScalarQuantizer", "IndexIVFScalarQuantizer", "IndexHNSWSQ"):
             real = getattr(faiss, name)
             mp.setattr(faiss, name, lambda *a, _real=real, _name=name: made.append(_name) or _real(*a))
         approx = knn(x, 8, backend=backend, **extra)
-    assert made == ["IndexScalarQuantizer" if backend == "faiss" else "IndexIVFScalarQuantizer"]
+    assert made == [{"faiss": "IndexScalarQuantizer", "faiss-ivf": "IndexIVFScalarQuantizer", "faiss-hnsw": "IndexHNSWSQ"}[backend]]
     hits = np.mean([len(set(a) & set(e)) / 8 for a, e in zip(approx.indices, exact.indices)])
     assert hits > 0.97 and approx.recall > 0.97  # float16 rounding swaps only near-ties
     np.testing.assert_allclose(approx.similarities, exact.similarities, atol=2e-3)
@@ -131,6 +131,12 @@ def test_faiss_uses_the_gpus_when_present(fake_gpu, monkeypatch, budget, fp16):
     assert fake_gpu[1] == ("IndexIVFScalarQuantizer" if fp16 else "IndexIVFFlat", True, False)
     same = np.mean([len(set(a) & set(e)) / 5 for a, e in zip(ivf.indices, flat.indices)])
     assert same > (0.97 if fp16 else 0.999)  # every list probed: exact up to the float16 lists' rounding
+
+
+def test_hnsw_stays_on_the_cpu_when_gpus_are_present(fake_gpu):
+    x = clustered(n=300, d=16, dtype=np.float32)
+    nb = knn(x, 5, backend="faiss-hnsw")
+    assert fake_gpu == [] and nb.recall >= 0.9  # faiss has no GPU HNSW: nothing is cloned
 
 
 def test_gpu_nprobe_is_capped(fake_gpu, monkeypatch):

@@ -163,7 +163,7 @@ def train(
 def neighbors(
     features: Path = typer.Argument(..., help="Embeddings .npy written by `nolabel embed`."),
     k: int = typer.Option(20, "--k", "-k", help="Neighbours per sample (SCAN: 20 for CIFAR, TEMI: 50)."),
-    backend: str = typer.Option("auto", help="auto, torch (exact, chunked), faiss (exact), faiss-ivf (approximate)."),
+    backend: str = typer.Option("auto", help="auto, torch (exact, chunked), faiss (exact), faiss-ivf or faiss-hnsw (approximate, recall measured)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .npz (default: FEATURES stem + .knn<k>.npz)."),
     device: Optional[str] = typer.Option(None, help="Device for the torch backend."),
 ) -> None:
@@ -177,7 +177,7 @@ def neighbors(
     out = out or default_neighbors_path(features, k)
     nb.save(out)
     console.print(f"{nb.indices.shape[0]} x {k} neighbours -> {out}"
-                  + (f" ({nb.backend}, recall@{k} {nb.recall:.3f} on a sample)" if nb.backend == "faiss-ivf" else ""))
+                  + (f" ({nb.backend}, recall@{k} {nb.recall:.3f} on a sample)" if nb.backend in ("faiss-ivf", "faiss-hnsw") else ""))
     labels = load_items(features).labels
     if labels is not None:
         table = Table("k", "neighbour purity (labels used only to score)")

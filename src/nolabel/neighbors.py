@@ -15,14 +15,35 @@ Backends:
   :attr:`Neighbors.recall`; unless ``nprobe`` is given it starts at 1 and
   doubles until that recall reaches ``TARGET_RECALL`` (0.9) or every list is probed
   (data without cluster structure, e.g. random vectors, needs many lists).
+- ``"faiss-hnsw"``: approximate, a navigable small-world graph (``IndexHNSWFlat``, or
+  ``IndexHNSWSQ`` with float16 storage above the memory budget) with ``M`` = ``HNSW_M`` (32)
+  links per row and ``efConstruction`` ``HNSW_EF_CONSTRUCTION`` (40); every row is then
+  searched with ``efSearch`` candidates. At a fixed ``efSearch`` building and searching cost
+  about ``log N`` distance evaluations per row (N log N in all), against IVF's coarse
+  assignment to ``nlist ~ sqrt(N)`` lists (N^1.5); but the ``efSearch`` that a recall target
+  needs grows with how many near-ties surround a row's true neighbours (see "auto"). Unless
+  ``ef_search`` is given it starts at k + 1 and doubles until the recall@k on the sampled
+  rows reaches ``TARGET_RECALL`` (or ``HNSW_MAX_EF``). The graph adds ``2 M`` int32 links per
+  row (256 bytes at M = 32) to the stored rows: O(N). Rows left with fewer than k results are
+  redone exactly. With one faiss thread the result is deterministic (faiss seeds the level
+  draw); with several, rows are inserted concurrently and the graph may differ slightly
+  between runs. It runs on the CPU also when faiss sees GPUs (faiss has no GPU HNSW).
 - ``"auto"``: ``"torch"`` when ``device`` is a CUDA device; otherwise, with faiss
-  installed, ``"faiss"`` up to ``IVF_ABOVE`` (100,000) rows and ``"faiss-ivf"`` beyond;
-  ``"torch"`` without faiss.
+  installed, ``"faiss"`` up to ``IVF_ABOVE`` (100,000) rows and ``"faiss-ivf"`` beyond, at
+  every N; ``"torch"`` without faiss. It reads only N, never labels. Why IVF and not HNSW
+  above the threshold (measured with ``benchmarks/scale.py``, 384-d float16 rows, k = 20, one
+  thread, recall@20 >= 0.9 against exact search on 1,000 sampled rows; see
+  benchmarks/results/scale.md): on clustered rows (centres plus isotropic noise) HNSW needed
+  2.5x IVF's CPU time at 100k rows (54 s against 22 s), and its ``efSearch`` had to grow with N
+  (42 at 100k; 336 at 400k with 1,000 clusters, CPU 569 s against IVF's 101 s; 168 at 400k
+  with clusters of 100 rows, 621 s against IVF's 226 s at nprobe 32), and the graph adds
+  256 bytes per row to the index (33 % of 384-d float16 rows). ``"faiss-hnsw"`` is there for
+  data on which graph search does well (low intrinsic dimension) and is chosen by name.
 
 The faiss backends read the rows in chunks (normalising each chunk), so besides the
 index's own copy of the data they hold O(N*k) results, and they never import torch. When
 a float32 copy of the rows exceeds :data:`nolabel.memory.IN_MEMORY_BYTES` the index stores
-them as float16 (``IndexScalarQuantizer`` / ``IndexIVFScalarQuantizer`` with ``QT_fp16``;
+them as float16 (``IndexScalarQuantizer`` / ``IndexIVFScalarQuantizer`` / ``IndexHNSWSQ`` with ``QT_fp16``;
 on GPU the cloner's ``useFloat16``), i.e. no larger than float16 features themselves; the
 search is then exact only up to that rounding, and ``recall`` is measured against exact
 float32 search on the sampled rows as for IVF.
@@ -47,11 +68,16 @@ from . import memory
 from .errors import NolabelError, check_choice
 from .io import save_npz
 
-BACKENDS = ("auto", "torch", "faiss", "faiss-ivf")
+BACKENDS = ("auto", "torch", "faiss", "faiss-ivf", "faiss-hnsw")
 #: the torch backend shrinks its row blocks so one (block, N) similarity matrix stays below this
 BLOCK_BYTES = 256 << 20
 #: "auto" switches from exact to IVF search above this many rows
 IVF_ABOVE = 100_000
+#: HNSW links per row (faiss' M) and the candidate list while building (efConstruction)
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 40
+#: the largest efSearch the recall search raises to
+HNSW_MAX_EF = 2048
 #: the largest nprobe (and k) faiss' GPU k-selection supports
 GPU_MAX_NPROBE = 2048
 #: rows on which an approximate search's recall is measured against exact search
@@ -106,6 +132,8 @@ def knn(
     nlist: int | None = None,
     seed: int = 0,
     target_recall: float = TARGET_RECALL,
+    ef_search: int | None = None,
+    hnsw_m: int = HNSW_M,
 ) -> Neighbors:
     """The ``k`` most cosine-similar other rows of every row of ``embeddings`` (N, d).
 
@@ -114,6 +142,8 @@ def knn(
     (defaults ``round(4 sqrt(N))``, at most N/39 so each list trains on >= 39 points; and
     the smallest of 1, 2, 4, ... whose recall@k on the sampled rows
     reaches ``target_recall``); ``seed`` picks its training and recall samples.
+    ``ef_search``/``hnsw_m`` tune ``"faiss-hnsw"`` (default: the smallest of k + 1, 2 (k + 1),
+    ... whose sampled recall reaches ``target_recall``; and ``HNSW_M``).
     """
     check_choice("k-NN backend", backend, BACKENDS)
     x = check_rows(embeddings)
@@ -142,8 +172,10 @@ def knn(
             indices, sims = _torch_knn_chunked(x, k, chunk_size, dev)
     elif backend == "faiss":
         indices, sims, recall = _faiss_flat_knn(x, k, seed)
-    else:
+    elif backend == "faiss-ivf":
         indices, sims, recall, search = _faiss_ivf_knn(x, k, nlist, nprobe, seed, target_recall)
+    else:
+        indices, sims, recall, search = _faiss_hnsw_knn(x, k, hnsw_m, ef_search, seed, target_recall)
     indices, sims = _canonical_order(indices, sims)
     return Neighbors(indices, sims, backend=backend, recall=recall, search=search)
 
@@ -416,6 +448,46 @@ def _faiss_ivf_knn(x: np.ndarray, k: int, nlist: int | None, nprobe: int | None,
         indices[missing], sims[missing] = _exact_rows(x, missing, k)
     recall = _recall(indices[probe_rows], exact)
     return indices, sims, recall, {"nlist": nlist, "nprobe": probe, "recall_rows": len(probe_rows)}
+
+
+def _faiss_hnsw_knn(x: np.ndarray, k: int, m: int, ef_search: int | None, seed: int,
+                    target: float) -> tuple[np.ndarray, np.ndarray, float, dict]:
+    """HNSW search (on the CPU); ``ef_search=None`` doubles efSearch from k + 1 until the recall on
+    the sampled rows reaches ``target`` (or ``HNSW_MAX_EF``). Returns indices, similarities, the
+    sampled recall and the search settings."""
+    faiss = _faiss()
+    n, d = x.shape
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 2:
+        raise NolabelError(f"hnsw_m must be an integer >= 2, got {m!r}")
+    if ef_search is not None and (isinstance(ef_search, bool) or not isinstance(ef_search, (int, np.integer)) or ef_search < 1):
+        raise NolabelError(f"ef_search must be a positive integer, got {ef_search!r}")
+    fp16 = not memory.in_memory(x)
+    if fp16:  # float16 rows: the index is no larger than float16 features plus the graph
+        index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_fp16, int(m), faiss.METRIC_INNER_PRODUCT)
+    else:
+        index = faiss.IndexHNSWFlat(d, int(m), faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    for _, rows in _unit_chunks(x):
+        index.add(rows)
+    probe_rows = _recall_rows(n, seed)
+    exact, _ = _exact_rows(x, probe_rows, k)
+    queries = _unit_rows(x, probe_rows)
+    ef = max(int(ef_search), k + 1) if ef_search is not None else k + 1
+    most = max(k + 1, HNSW_MAX_EF)
+    while True:
+        index.hnsw.efSearch = ef
+        found, _ = _search(index, queries, probe_rows, k)
+        recall = _recall(found, exact)
+        if ef_search is not None or recall >= target or ef >= most:
+            break
+        ef = min(most, 2 * ef)
+    indices, sims = _search_all(x, k, index)
+    missing = np.flatnonzero((indices < 0).any(axis=1))
+    if len(missing):
+        indices[missing], sims[missing] = _exact_rows(x, missing, k)
+    recall = _recall(indices[probe_rows], exact)
+    return indices, sims, recall, {"M": int(m), "efConstruction": HNSW_EF_CONSTRUCTION, "efSearch": ef,
+                                   "storage": "float16" if fp16 else "float32", "recall_rows": len(probe_rows)}
 
 
 def _recall(found: np.ndarray, exact: np.ndarray) -> float:

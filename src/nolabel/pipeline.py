@@ -327,8 +327,8 @@ class Pipeline:
             log(f"neighbours: {k}-NN of {len(x)} samples")
             nb = knn(x, k, device=self.config.device)
             nb.save(path)
-            if nb.backend == "faiss-ivf":
-                log(f"neighbours: approximate (IVF), recall@{k} {nb.recall:.3f} against exact search on a sample")
+            if nb.backend in ("faiss-ivf", "faiss-hnsw"):
+                log(f"neighbours: approximate ({nb.backend.removeprefix('faiss-').upper()}), recall@{k} {nb.recall:.3f} against exact search on a sample")
             self.manifest["timings"]["neighbors"] = time.perf_counter() - t0
         return path
 
