@@ -329,7 +329,9 @@ class Pipeline:
             nb.save(path)
             if nb.backend == "faiss-ivf":
                 log(f"neighbours: approximate (IVF), recall@{k} {nb.recall:.3f} against exact search on a sample")
-            self.manifest["timings"]["neighbors"] = time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            self.manifest["timings"]["neighbors"] = seconds
+            log(f"neighbours: done in {seconds:.1f} s")
         return path
 
     def _split(self, entry: str) -> tuple[str, str | None]:
