@@ -87,6 +87,26 @@ def ceiling(features: Path, n_neighbors: int = 20) -> dict:
             "probe": "LogisticRegression(C=10, max_iter=300), L2-normalised rows, StratifiedKFold(3, shuffle, seed 0)"}
 
 
+def merge_seeds(s: dict, other_path: Path) -> dict:
+    """``s`` with the per-seed rows of ``other_path`` (a summary.json of the same method, K and
+    parameters on the same features) for the seeds ``s`` lacks; metrics re-aggregated; the wall
+    time per seed stays that of the seeds run here."""
+    from nolabel.clustering import aggregate
+
+    other = json.loads(other_path.read_text())
+    if (other["method"], other["n_clusters"], other.get("params") or {}) != (s["method"], s["n_clusters"], s["params"]):
+        raise SystemExit(f"{other_path}: not the same method, K and parameters as {s['label']}")
+    rows = dict(zip(s["seeds"], s["per_seed"]))
+    added = [seed for seed in other["seeds"] if seed not in rows]
+    rows.update({seed: row for seed, row in zip(other["seeds"], other["per_seed"]) if seed in added})
+    seeds = sorted(rows)
+    wall_per_seed = s["wall_s"] / len(s["seeds"])
+    return {**s, "seeds": seeds, "per_seed": [rows[seed] for seed in seeds], "metrics": aggregate([rows[seed] for seed in seeds]),
+            "wall_s": wall_per_seed * len(seeds), "merged": {"from": str(other_path), "seeds": added,
+                                                            "features": other["features"]},
+            "command": s["command"] + f" (+ seeds {','.join(map(str, added))} from {other_path})"}
+
+
 def fmt(stats: dict | None) -> str:
     return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}" if stats else "-"
 
@@ -139,8 +159,13 @@ def main() -> None:
     ap.add_argument("--append", action="store_true",
                     help="keep the rows (and ceilings) already in <name>.json and skip the features x method pairs "
                          "they hold, so that a grid cut short resumes")
+    ap.add_argument("--merge", action="append", default=[], metavar="LABEL=SUMMARY_JSON",
+                    help="add the seeds of another run of the same method and parameters (e.g. a `nolabel run` "
+                         "stage's summary.json) to LABEL's row: its per-seed rows for seeds not run here; "
+                         "the row then records where they came from")
     ap.add_argument("--note", default="", help="a paragraph written under the table")
     args = ap.parse_args()
+    merges = dict(spec.split("=", 1) for spec in args.merge)
 
     per_method: dict[str, list[str]] = {}
     for spec in args.param:
@@ -165,6 +190,8 @@ def main() -> None:
                 continue
             method = METHODS[label][0]
             s = run_one(features, int(k), label, args.seeds, per_method.get(label, per_method.get(method, [])), args.work)
+            if label in merges:
+                s = merge_seeds(s, Path(merges[label]))
             print(row_of(s), flush=True)
             raw.append(s)
             write(args, raw, ceilings)
