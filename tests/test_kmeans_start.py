@@ -51,19 +51,21 @@ def test_which_heads_start_from_kmeans_and_their_alphas():
     np.testing.assert_allclose(split_alphas(profile_alphas, 5, "random").numpy(), [0, .25, .5, .75, 1])
 
 
-@pytest.mark.parametrize("name", ["scan", "sela"])
+@pytest.mark.parametrize("name", ["scan", "sela", "temi"])
 def test_kmeans_started_heads_recover_uneven_sizes(name, uneven):
     """``init="kmeans"`` (every head from k-means): the kept head finds 320/160/80/40 within 20 %."""
     x, _, nb, sizes = uneven
     extra = {"epochs": 30, "batch_size": 128, "n_heads": 3, "init": "kmeans"}
     if name == "sela":
         extra.update(n_relabel=10, lr=1e-2)
+    if name == "temi":
+        extra.update(n_neighbors=10, warmup_epochs=3)
     est = methods.get(name)(n_clusters=K, seed=0, **extra).fit(x, nb)
     found = np.sort(np.bincount(est.labels_, minlength=K))[::-1]
     assert np.all(np.abs(found - sizes) <= 0.2 * sizes), found
 
 
-@pytest.mark.parametrize("name", ["scan", "sela"])
+@pytest.mark.parametrize("name", ["scan", "sela", "temi"])
 def test_unknown_init_is_an_error(name):
     from nolabel.errors import NolabelError
 

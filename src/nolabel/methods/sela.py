@@ -24,17 +24,16 @@ solved once more and the head with the lowest cross-entropy to its own final lab
 splits large classes, and the k-means sizes alone are wrong on balanced data where
 k-means makes uneven clusters (see :mod:`~nolabel.methods.size_prior`).
 
-Start (``init``): ``"kmeans"`` (opt-in) first trains every head for a few epochs by
+Start (``init``): ``"kmeans"`` (default) first trains every head for a few epochs by
 cross-entropy to the partition of nolabel's k-means on the same embeddings, whose sizes
 also give the profiles (:mod:`~nolabel.methods.kmeans_start`), so the first Sinkhorn
 labels are that partition moved to each head's marginals; ``"random"`` the usual random
 start; ``"both"`` half each. Why: from a random start the first labels of a long-tailed
-set are near-random equal parts, and the heads learn them (StackOverflow MiniLM at
-imbalance 10: 54.7 ACC, k-means 57.3, 3 seeds). The default was chosen with labels
-(labelled scores of the uneven benchmark sets).
-Not the default yet: on the digits demo it lowered SCAN from 85.2 to 82.7 ACC (seeds 0-2) and on
-balanced StackOverflow from 68.5 to 66.0 (seed 0), so it is opt-in (``-p METHOD.init=kmeans``) until a
-start that helps uneven data without that cost is found.
+set are near-random equal parts, and the heads learn them. Chosen with labels (ACC, k-means
+start / random start / nolabel's k-means): StackOverflow MiniLM at imbalance 10, 57.4 / 54.7 /
+57.3 (3 seeds); its balanced subset 68.4 / 65.8 / 66.7 (seed 0 / 3 seeds / 3 seeds); all of
+SearchSnippets 74.7 / 61.9 / 74.1 (seed 0 / seed 0 / 3 seeds); the rest is in
+``benchmarks/results/uneven.*.md`` and ``frozen_text.md``.
 
 Whole network (``SeLa.for_network(...).fit_dataset(dataset, backbone)``, :mod:`.network`):
 cross-entropy of every head on an augmented view (``augment``, default ``"weak"``)
@@ -87,7 +86,7 @@ class SeLa(NetworkMethod, HeadMethod):
         dropout: float = 0.1,
         noise: float = 0.1,
         marginals: str = "tempered",
-        init: str = "random",
+        init: str = "kmeans",
         epochs: int = 100,
         batch_size: int = 256,
         lr: float = 1e-3,
