@@ -328,14 +328,16 @@ def run(
 
 
 def timings_line(timings: dict, report_s: float | None, total_s: float) -> str:
-    """Wall seconds of every stage of a run on one line, then this command's own: a stage
-    served from the cache shows the seconds it took when it was computed, marked so."""
+    """Wall seconds of every stage of a run, then this command's own, wrapped at 80 columns:
+    a stage served from the cache shows the seconds it took when it was computed, marked so."""
     names = {"neighbors": "neighbours"}
     parts = [f"{names.get(name, name)} {float(s):.1f}" for name, s in timings.items() if isinstance(s, (int, float))]
     if report_s is not None:
         parts.append(f"report {report_s:.1f}")
-    return (f"wall seconds per stage (cached ones as first computed): {', '.join(parts)}; "
-            f"this command {total_s:.1f} s")
+    import textwrap
+
+    return textwrap.fill(f"wall seconds per stage (cached ones as first computed): {', '.join(parts)}; "
+                         f"this command {total_s:.1f} s", width=80, break_on_hyphens=False)
 
 
 def resolve_preset(config: Path) -> Path:

@@ -330,8 +330,11 @@ class Pipeline:
             if nb.backend == "faiss-ivf":
                 log(f"neighbours: approximate (IVF), recall@{k} {nb.recall:.3f} against exact search on a sample")
             seconds = time.perf_counter() - t0
-            self.manifest["timings"]["neighbors"] = seconds
+            write_json(path.with_suffix(".seconds.json"), {"seconds": seconds})
             log(f"neighbours: done in {seconds:.1f} s")
+        timing = path.with_suffix(".seconds.json")  # (absent for neighbours cached by earlier versions)
+        if timing.exists():
+            self.manifest["timings"]["neighbors"] = read_json(timing)["seconds"]
         return path
 
     def _split(self, entry: str) -> tuple[str, str | None]:
