@@ -1,5 +1,6 @@
 """The command line as a user meets it: help, the embed -> cluster chain, one-line errors."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,25 @@ def test_cluster_plain_embeddings_made_elsewhere(tmp_path):
     assert len({r[1] for r in rows[:20]}) == 1 and {r[1] for r in rows[:20]} != {r[1] for r in rows[20:]}
     np.save(tmp_path / "ints.npy", np.arange(8).reshape(4, 2))
     assert_user_error(nolabel("cluster", tmp_path / "ints.npy", "--k", "2", check=False), "int64 array", "nolabel embed")
+
+
+def test_run_prints_the_wall_time_of_every_stage(tmp_path):
+    """`nolabel run` to a log file: each computed stage logs its seconds (the neighbours too),
+    the report prints its own, and closing lines (<= 80 columns) give every stage's wall time; a second
+    run, served from the cache, says its times are those first computed."""
+    args = ("run", "digits", "-b", "pixels", "--methods", "kmeans,scan", "--k", "10", "-p", "scan.epochs=2",
+            "--out", tmp_path / "r")
+    out = nolabel(*args).stdout
+    assert "neighbours: done in" in out and "scan: done in" in out
+    assert re.search(r"report: .*report\.html \(\d+\.\d s\)", out.replace("\n", ""))
+    lines = out.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith("wall seconds per stage"))
+    assert all(len(l) <= 80 for l in lines[start:])
+    line = " ".join(lines[start:])
+    for stage in ("features", "neighbours", "kmeans", "scan", "report", "this command"):
+        assert re.search(rf"{stage} \d+\.\d", line), (stage, line)
+    again = nolabel(*args, "--no-report").stdout
+    assert "done in" not in again and "report:" not in again
+    again = " ".join(again.splitlines())
+    assert re.search(r"\(cached ones as first computed\): features \d+\.\d, .*scan \d+\.\d; this command", again)
+    assert re.search(r"neighbours \d+\.\d", again)

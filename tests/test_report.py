@@ -185,6 +185,25 @@ def test_health_check_rendered_and_collapse_warned(labelled_run):
     assert len(re.findall(r'<p class="warn">', html)) == 1
 
 
+def test_health_shows_the_agreement_the_run_stored_per_seed(labelled_run):
+    """`nolabel run` stores each seed's health (agreement with k-means included) in its row of
+    summary.json, not in run.json: the report shows that one, for the primary seed."""
+    run, dataset, _ = labelled_run
+    manifest = json.loads((run / "run.json").read_text())
+    summary_path = run / manifest["results"][0]["dir"] / "summary.json"  # scan, seeds 0 and 1
+    summary = json.loads(summary_path.read_text())
+    for seed, row in zip(summary["seeds"], summary["per_seed"]):
+        row["health"] = {"n_clusters": 5, "n_nonempty": 5, "largest_share": 0.3, "smallest_share": 0.05,
+                         "mean_confidence": 0.8, "agreement_kmeans": 0.61 + 0.1 * seed, "warnings": []}
+    summary_path.write_text(json.dumps(summary))
+    html = build_report(run, dataset=dataset).read_text()
+    health = html[html.index('id="health"'):html.index('id="metrics"')]
+    assert ("<tr><td>scan</td><td class=num>5 / 5</td><td class=num>30.0</td><td class=num>5.0</td>"
+            "<td class=num>0.800</td><td class=num>61.0</td><td class=num>ok</td>") in health
+    assert "<tr><td>kmeans</td><td class=num>3 / 5</td>" in health  # no stored health: computed, no agreement
+    assert "scan looks collapsed" not in html and "kmeans looks collapsed" in html
+
+
 def test_report_without_labels_has_no_confusion_matrix(text_run):
     run, dataset = text_run
     html = build_report(run, dataset=dataset).read_text()

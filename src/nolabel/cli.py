@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from dataclasses import MISSING, fields
 from types import SimpleNamespace
@@ -313,10 +314,30 @@ def run(
         if data is None:
             raise NolabelError("no data given: nolabel run DATA ... (or --config PRESET naming it)")
         cfg = RunConfig(**{key: value for key, value in overrides.items() if value is not None})
+    t0 = time.perf_counter()
     pipeline = Pipeline(cfg, out=out).fit(progress=_show_progress(), log=lambda msg: console.print(f"[dim]>[/] {msg}", highlight=False))
     print_comparison(pipeline)
+    report_s = None
     if not no_report:
-        console.print(f"report: {pipeline.report()}")
+        t1 = time.perf_counter()
+        path = pipeline.report()
+        report_s = time.perf_counter() - t1
+        console.print(f"report: {path} ({report_s:.1f} s)")
+    console.print(timings_line(pipeline.manifest.get("timings") or {}, report_s, time.perf_counter() - t0),
+                  highlight=False, markup=False)
+
+
+def timings_line(timings: dict, report_s: float | None, total_s: float) -> str:
+    """Wall seconds of every stage of a run, then this command's own, wrapped at 80 columns:
+    a stage served from the cache shows the seconds it took when it was computed, marked so."""
+    names = {"neighbors": "neighbours"}
+    parts = [f"{names.get(name, name)} {float(s):.1f}" for name, s in timings.items() if isinstance(s, (int, float))]
+    if report_s is not None:
+        parts.append(f"report {report_s:.1f}")
+    import textwrap
+
+    return textwrap.fill(f"wall seconds per stage (cached ones as first computed): {', '.join(parts)}; "
+                         f"this command {total_s:.1f} s", width=80, break_on_hyphens=False)
 
 
 def resolve_preset(config: Path) -> Path:

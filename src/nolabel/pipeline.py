@@ -329,7 +329,12 @@ class Pipeline:
             nb.save(path)
             if nb.backend in ("faiss-ivf", "faiss-hnsw"):
                 log(f"neighbours: approximate ({nb.backend.removeprefix('faiss-').upper()}), recall@{k} {nb.recall:.3f} against exact search on a sample")
-            self.manifest["timings"]["neighbors"] = time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            write_json(path.with_suffix(".seconds.json"), {"seconds": seconds})
+            log(f"neighbours: done in {seconds:.1f} s")
+        timing = path.with_suffix(".seconds.json")  # (absent for neighbours cached by earlier versions)
+        if timing.exists():
+            self.manifest["timings"]["neighbors"] = read_json(timing)["seconds"]
         return path
 
     def _split(self, entry: str) -> tuple[str, str | None]:

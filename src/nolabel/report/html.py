@@ -323,11 +323,17 @@ def _timings_html(timings: dict[str, Any]) -> str:
 
 
 def health_of(result: _Result, n_clusters: int) -> dict[str, Any]:
-    """The result's ``metrics["health"]`` when the run stored one, else computed here from its
-    primary seed's assignment (:func:`nolabel.health.health_check` without k-means agreement)."""
-    stored = result.metrics.get("health") if isinstance(result.metrics, dict) else None
-    if isinstance(stored, dict) and "n_nonempty" in stored:
-        return stored
+    """The health the run stored for the result's primary seed (``health`` of that seed's row in
+    ``summary.json``, where ``nolabel run`` and ``nolabel cluster`` put it, with the agreement
+    with k-means; or ``metrics["health"]`` of its ``run.json`` entry), else computed here from
+    the primary seed's assignment (:func:`nolabel.health.health_check` without k-means agreement)."""
+    candidates = [result.metrics.get("health") if isinstance(result.metrics, dict) else None]
+    if result.primary_seed in result.seeds and len(result.per_seed) == len(result.seeds):
+        row = result.per_seed[result.seeds.index(result.primary_seed)]
+        candidates.insert(0, row.get("health") if isinstance(row, dict) else None)
+    for stored in candidates:
+        if isinstance(stored, dict) and "n_nonempty" in stored:
+            return stored
     try:
         from ..health import health_check
     except ImportError:  # the same first five fields, and the empty/dominant-cluster warnings
