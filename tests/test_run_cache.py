@@ -239,3 +239,25 @@ def test_fingerprint_of_a_copied_folder_is_kept_unless_it_is_large(tmp_path, mon
     assert fingerprint(tmp_path / "b")["sha256"] != first["sha256"]
     monkeypatch.setattr(fp, "FOLDER_CONTENT_BYTES", 10)  # a "large" folder: sizes and mtimes only
     assert fingerprint(tmp_path / "a")["sha256"] != fingerprint(tmp_path / "b")["sha256"]
+
+
+def test_a_changed_method_default_is_recomputed(tmp_path, monkeypatch):
+    """The stage key holds every parameter the method runs with, defaults included: after an
+    upgrade that changes a default, the cached result is not reused, and the log says which."""
+    from nolabel.methods.kmeans import KMeans
+
+    data = tmp_path / "photos"
+    _photos(data)
+    out = tmp_path / "run"
+    fit(data, out)
+    _, lines = fit(data, out)
+    assert not any("recomputing" in line for line in lines), lines
+    import inspect
+
+    params = inspect.signature(KMeans.__init__).parameters
+    names = [name for name, p in params.items() if p.default is not inspect.Parameter.empty]
+    defaults = [params[name].default for name in names]
+    defaults[names.index("n_init")] = 3  # an upgrade that changed k-means' restarts
+    monkeypatch.setattr(KMeans.__init__, "__defaults__", tuple(defaults))
+    _, lines = fit(data, out)
+    assert any(line.startswith("kmeans: recomputing") and "n_init" in line for line in lines), lines

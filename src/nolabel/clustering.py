@@ -36,6 +36,16 @@ def make_method(name: str, n_clusters: int, params: dict[str, Any], seed: int, t
     return stage(n_clusters=n_clusters, seed=seed, base=base, **(then_params or {}))
 
 
+def resolved_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter the estimator ``name`` runs with: its signature's defaults updated by
+    ``params`` (less ``n_clusters``, ``seed``, ``base`` and the display-only ``progress``), so that a
+    cached result is not reused after a default changed."""
+    skip = {"self", "n_clusters", "seed", "base", "progress"}
+    signature = inspect.signature(methods.get(name).__init__).parameters.items()
+    defaults = {key: p.default for key, p in signature if key not in skip and p.default is not inspect.Parameter.empty}
+    return defaults | {key: value for key, value in params.items() if key not in skip}
+
+
 def check_params(klass: type, params: dict[str, Any]) -> None:
     accepted = set(inspect.signature(klass.__init__).parameters) - {"self", "n_clusters", "seed"}
     unknown = sorted(set(params) - accepted)

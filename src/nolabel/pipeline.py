@@ -243,6 +243,9 @@ class Pipeline:
                     reasons.append(f"{key} changed")
             elif key == "features":
                 reasons.append("the features were recomputed")
+            elif isinstance(value, dict) and isinstance(before, dict):  # parameters: name only those that changed
+                reasons += [f"{key}.{name} {_short(before.get(name))} -> {_short(value.get(name))}"
+                            for name in sorted(set(value) | set(before)) if before.get(name) != value.get(name)]
             else:
                 reasons.append(f"{key} {_short(before)} -> {_short(value)}")
         return "recomputing: " + "; ".join(reasons or ["settings changed"])
@@ -343,7 +346,7 @@ class Pipeline:
         return method, then or self.config.then
 
     def _method_stage(self, entry: str, features_path: Path, x: np.ndarray, k: int, log) -> None:
-        from .clustering import fit_seeds
+        from .clustering import fit_seeds, resolved_params
 
         cfg = self.config
         method, then = self._split(entry)
@@ -352,7 +355,8 @@ class Pipeline:
         name = method + (f"+{then}" if then else "")
         settings = {
             "features": features_path.parent.name, "method": method, "then": then, "k": k,
-            "params": params, "then_params": then_params, "seeds": cfg.seeds, "n_neighbors": cfg.n_neighbors,
+            "params": resolved_params(method, params), "then_params": resolved_params(then, then_params) if then else {},
+            "seeds": cfg.seeds, "n_neighbors": cfg.n_neighbors,
         }
         stage = self.out / "stages" / stage_key(f"method-{method}", settings)
         if not self._cached(stage, name, settings, lambda: _method_problem(stage, cfg.seeds), log):
