@@ -60,7 +60,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -429,25 +429,12 @@ def _faiss_ivf_knn(x: np.ndarray, k: int, nlist: int | None, nprobe: int | None,
     index = _on_gpus(faiss, index)
     for _, rows in _unit_chunks(x):
         index.add(rows)
-    probe_rows = _recall_rows(n, seed)
-    exact, _ = _exact_rows(x, probe_rows, k)
-    queries = _unit_rows(x, probe_rows)
     most = min(nlist, GPU_MAX_NPROBE) if gpus else nlist
-    probe = min(int(nprobe), most) if nprobe is not None else 1
     space = faiss.GpuParameterSpace() if gpus else faiss.ParameterSpace()
-    while True:
-        space.set_index_parameter(index, "nprobe", probe)
-        found, _ = _search(index, queries, probe_rows, k)
-        recall = _recall(found, exact)
-        if nprobe is not None or recall >= target or probe >= most:
-            break
-        probe = min(most, 2 * probe)
-    indices, sims = _search_all(x, k, index)
-    missing = np.flatnonzero((indices < 0).any(axis=1))
-    if len(missing):
-        indices[missing], sims[missing] = _exact_rows(x, missing, k)
-    recall = _recall(indices[probe_rows], exact)
-    return indices, sims, recall, {"nlist": nlist, "nprobe": probe, "recall_rows": len(probe_rows)}
+    indices, sims, recall, probe, rows = _widen_until_recall(
+        x, k, index, lambda width: space.set_index_parameter(index, "nprobe", width),
+        min(int(nprobe), most) if nprobe is not None else 1, most, nprobe is not None, seed, target)
+    return indices, sims, recall, {"nlist": nlist, "nprobe": probe, "recall_rows": rows}
 
 
 def _faiss_hnsw_knn(x: np.ndarray, k: int, m: int, ef_search: int | None, seed: int,
@@ -456,7 +443,7 @@ def _faiss_hnsw_knn(x: np.ndarray, k: int, m: int, ef_search: int | None, seed: 
     the sampled rows reaches ``target`` (or ``HNSW_MAX_EF``). Returns indices, similarities, the
     sampled recall and the search settings."""
     faiss = _faiss()
-    n, d = x.shape
+    d = x.shape[1]
     if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 2:
         raise NolabelError(f"hnsw_m must be an integer >= 2, got {m!r}")
     if ef_search is not None and (isinstance(ef_search, bool) or not isinstance(ef_search, (int, np.integer)) or ef_search < 1):
@@ -469,25 +456,35 @@ def _faiss_hnsw_knn(x: np.ndarray, k: int, m: int, ef_search: int | None, seed: 
     index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     for _, rows in _unit_chunks(x):
         index.add(rows)
-    probe_rows = _recall_rows(n, seed)
+    indices, sims, recall, ef, rows = _widen_until_recall(
+        x, k, index, lambda width: setattr(index.hnsw, "efSearch", width),
+        max(int(ef_search), k + 1) if ef_search is not None else k + 1, max(k + 1, HNSW_MAX_EF),
+        ef_search is not None, seed, target)
+    return indices, sims, recall, {"M": int(m), "efConstruction": HNSW_EF_CONSTRUCTION, "efSearch": ef,
+                                   "storage": "float16" if fp16 else "float32", "recall_rows": rows}
+
+
+def _widen_until_recall(x: np.ndarray, k: int, index: Any, set_width: Callable[[int], None], width: int,
+                        most: int, fixed: bool, seed: int, target: float) -> tuple[np.ndarray, np.ndarray, float, int, int]:
+    """Search all rows of ``x`` in ``index`` at the search width (IVF nprobe, HNSW efSearch) that
+    first gives recall@k >= ``target`` on sampled rows against exact search, doubling from
+    ``width`` up to ``most`` (``fixed``: ``width`` as given). Rows the index leaves short are
+    searched exactly. Returns indices, similarities, the sampled recall, the width and the
+    number of sampled rows."""
+    probe_rows = _recall_rows(len(x), seed)
     exact, _ = _exact_rows(x, probe_rows, k)
     queries = _unit_rows(x, probe_rows)
-    ef = max(int(ef_search), k + 1) if ef_search is not None else k + 1
-    most = max(k + 1, HNSW_MAX_EF)
     while True:
-        index.hnsw.efSearch = ef
+        set_width(width)
         found, _ = _search(index, queries, probe_rows, k)
-        recall = _recall(found, exact)
-        if ef_search is not None or recall >= target or ef >= most:
+        if fixed or _recall(found, exact) >= target or width >= most:
             break
-        ef = min(most, 2 * ef)
+        width = min(most, 2 * width)
     indices, sims = _search_all(x, k, index)
     missing = np.flatnonzero((indices < 0).any(axis=1))
     if len(missing):
         indices[missing], sims[missing] = _exact_rows(x, missing, k)
-    recall = _recall(indices[probe_rows], exact)
-    return indices, sims, recall, {"M": int(m), "efConstruction": HNSW_EF_CONSTRUCTION, "efSearch": ef,
-                                   "storage": "float16" if fp16 else "float32", "recall_rows": len(probe_rows)}
+    return indices, sims, _recall(indices[probe_rows], exact), width, len(probe_rows)
 
 
 def _recall(found: np.ndarray, exact: np.ndarray) -> float:
