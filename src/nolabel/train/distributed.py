@@ -21,6 +21,7 @@ predictions.) BatchNorm statistics stay per rank unless ``sync_bn=True`` (CUDA o
 """
 from __future__ import annotations
 
+import gc
 import os
 from typing import Iterator, Optional
 
@@ -78,8 +79,12 @@ def init_distributed(device: Optional[str | torch.device] = None, backend: Optio
 
 
 def cleanup() -> None:
-    """Leave the process group (when one was joined)."""
+    """Leave the process group (when one was joined): first free what still holds it (a
+    DistributedDataParallel wrapper left in a reference cycle, whose reducer would otherwise be
+    torn down after the group and abort the process), then wait for every rank, then leave."""
     if is_distributed():
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
 
 
