@@ -148,9 +148,11 @@ most N/2K, eigenvectors joined; `nolabel/methods/spectral.py`), no longer the 50
 `scan+selflabel` starts from the SCAN fitted for the `scan` row with the same seed (as `--then` does), so its
 s/seed counts both. The supervised linear probe (`--probe`: logistic regression on the labels, 3 folds) is a
 ceiling for what the frozen features separate, not a method. A row with fewer than 3 seeds did not fit in the
-session's time; rerunning the command resumes the grid where it stopped. Missing at this commit (session of
-2026-12-01, out of time on the shared 2-core machine): `temi` on every set (one seed on StackOverflow ran more
-than 12 minutes under load without finishing and was stopped), seeds 1 and 2 of `sela` and `lsdc`."""
+session's time; rerunning the command resumes the grid where it stopped. Missing at this commit (2026-12-01,
+out of time on the shared 2-core machine): `temi` on every set (one seed on StackOverflow ran more than 12 minutes
+under load without finishing and was stopped), seeds 1 and 2 of `lsdc`. `scan`, `scan+selflabel` and `sela` were
+rerun on 2026-12-01 afternoon with their new default start from the k-means partition (`init="kmeans"`);
+the `lsdc` row is from the morning's code."""
 
 
 def linear_probe(x: np.ndarray, y: np.ndarray) -> list[float]:
