@@ -261,3 +261,5 @@ def test_a_changed_method_default_is_recomputed(tmp_path, monkeypatch):
     monkeypatch.setattr(KMeans.__init__, "__defaults__", tuple(defaults))
     _, lines = fit(data, out)
     assert any(line.startswith("kmeans: recomputing") and "n_init" in line for line in lines), lines
+    _, lines = fit(data, out, methods=["kmeans+selflabel"])  # a second stage: said once, not parameter by parameter
+    assert any(line == "kmeans+selflabel: recomputing: then null -> selflabel" for line in lines), lines

@@ -243,6 +243,8 @@ class Pipeline:
                     reasons.append(f"{key} changed")
             elif key == "features":
                 reasons.append("the features were recomputed")
+            elif key == "then_params" and old.get("then") != settings.get("then"):
+                continue  # another second stage: "then" already says so
             elif isinstance(value, dict) and isinstance(before, dict):  # parameters: name only those that changed
                 reasons += [f"{key}.{name} {_short(before.get(name))} -> {_short(value.get(name))}"
                             for name in sorted(set(value) | set(before)) if before.get(name) != value.get(name)]
