@@ -34,6 +34,10 @@ def test_each_rule_fires_alone():
     assert h["agreement_kmeans"] is None
     flat = health_check(np.arange(100) % 4, np.full(100, 0.3), 4)  # 0.3 < 0.25 + 0.075
     assert len(flat["warnings"]) == 1 and "near uniform" in flat["warnings"][0]
+    tiny = health_check(np.array([0] * 8 + list(range(1, 10)) * 1110 + [1] * 2), np.ones(10000), 10)
+    assert tiny["warnings"] == ["a cluster holds only 8 items (0.08%), under 1/100 of the uniform share 10.0%"]
+    ok = health_check(np.array([0] * 12 + list(range(1, 10)) * 1110), np.ones(10002), 10)  # 0.12 % > 0.1 %
+    assert ok["warnings"] == []
 
 
 @pytest.fixture(scope="module")
