@@ -24,6 +24,7 @@ import numpy as np
 
 from nolabel import methods
 from nolabel.health import health_check, kmeans_reference
+from nolabel.io import write_json
 from nolabel.items import load_items
 from nolabel.metrics import hungarian_acc
 from nolabel.neighbors import knn
@@ -82,9 +83,17 @@ def main() -> None:
                              "health": h})
                 print(key, name, seed, f"ACC {100 * runs[-1]['acc']:.1f}", h["warnings"], flush=True)
             entry["methods"][name] = runs
-            RESULTS.mkdir(exist_ok=True)
-            store.write_text(json.dumps(results, indent=1))
+            results = save_runs(store, key, entry, name, runs)
     write_table(results, seeds, args.features.stem)
+
+
+def save_runs(store: Path, key: str, entry: dict, name: str, runs: list) -> dict:
+    """Merge one method's runs into the store as it is on disk now (several runs may share it)."""
+    results = json.loads(store.read_text()) if store.exists() else {}
+    stored = results.setdefault(key, {k: v for k, v in entry.items() if k != "methods"} | {"methods": {}})
+    stored["methods"][name] = runs
+    write_json(store, results)
+    return results
 
 
 def est_needs(name: str) -> bool:

@@ -80,6 +80,15 @@ def test_embed_dataset_in_memory(dataset):
     np.testing.assert_allclose(x, ref / np.linalg.norm(ref, axis=1, keepdims=True), rtol=1e-5)
 
 
+def test_embed_dataset_above_the_budget_fills_a_memory_map(dataset, monkeypatch):
+    from nolabel import memory
+
+    monkeypatch.setattr(memory, "IN_MEMORY_BYTES", 0)
+    x = embed_dataset(dataset, LinearBackbone(), batch_size=16)
+    assert isinstance(x, np.memmap) and x.dtype == np.float32
+    np.testing.assert_allclose(x, expected(dataset), rtol=1e-5, atol=1e-6)
+
+
 def test_unknown_dim_is_probed(tmp_path, dataset):
     backbone = LinearBackbone()
     backbone.dim = 0

@@ -57,13 +57,14 @@ def test_streamed_rows_equal_in_memory_rows(tmp_path):
     assert torch.equal(rows.float(), full)
 
 
-# SCAN and SeLa from a random start: their default k-means start runs nolabel's k-means, which itself changes
+# SCAN, SeLa, TEMI and LSD-C from a random start: their default k-means start runs nolabel's k-means, which itself changes
 # algorithm at the budget (scikit-learn Lloyd below, chunked faiss above), so the starts would differ
 @pytest.mark.parametrize("name, params", [
     ("scan", {"epochs": 2, "batch_size": 64, "n_heads": 3, "init": "random"}),
-    ("temi", {"epochs": 2, "batch_size": 64, "n_heads": 2, "n_neighbors": 5, "hidden": 32, "bottleneck": 16}),
+    ("temi", {"epochs": 2, "batch_size": 64, "n_heads": 2, "n_neighbors": 5, "hidden": 32, "bottleneck": 16,
+              "init": "random"}),
     ("sela", {"epochs": 2, "batch_size": 64, "n_heads": 2, "init": "random"}),
-    ("lsdc", {"epochs": 2, "batch_size": 64}),
+    ("lsdc", {"epochs": 2, "batch_size": 64, "init": "random"}),
 ])
 def test_streamed_heads_equal_in_memory_heads(tmp_path, monkeypatch, name, params):
     x = memmap(tmp_path, clustered())
@@ -300,3 +301,40 @@ def test_neighbor_kappa_in_blocks_equals_the_edge_list_formula(monkeypatch):
         want.append((p_o - p_e) / (1 - p_e))
     got = size_prior.neighbor_kappa(nb, labels, 5)
     assert got.tolist() == want
+
+
+@pytest.mark.parametrize("name, params", [("kmeans", {"overcluster": 2.0}), ("scan", {"epochs": 2, "batch_size": 64})])
+def test_predict_top_is_the_head_of_predict_proba(name, params):
+    x = clustered(dtype=np.float32)
+    est = methods.get(name)(n_clusters=6, seed=0, **params).fit(x, knn(x, 20).indices)
+    p = est.predict_proba(x)
+    top, top_p = est.predict_top(x, 5)
+    assert top.shape == top_p.shape == (len(x), 5)
+    np.testing.assert_array_equal(top[:, 0], p.argmax(1))
+    np.testing.assert_allclose(top_p, -np.sort(-p, axis=1)[:, :5], rtol=1e-6)
+    np.testing.assert_allclose(np.take_along_axis(p, top, axis=1), top_p, rtol=1e-6)
+    every, every_p = est.predict_top(x, 1000)  # k above K: all clusters, sorted
+    assert every.shape[1] == p.shape[1]
+    np.testing.assert_allclose(every_p, -np.sort(-p, axis=1), rtol=1e-6)
+
+
+def test_assignment_above_the_budget_keeps_the_top_clusters_and_scores_alike(tmp_path, monkeypatch):
+    from nolabel.assignments import TOP_K, Assignment
+    from nolabel.metrics import evaluate
+
+    x = clustered(dtype=np.float32)
+    y = np.repeat(np.arange(4), 60)
+    est = methods.get("kmeans")(n_clusters=8, seed=0).fit(x)
+    full = Assignment.from_estimator(est, x)
+    assert full.probabilities is not None and full.top_clusters is None
+    monkeypatch.setattr(memory, "IN_MEMORY_BYTES", len(x) * 8 * 4 - 1)  # (N, K) float32 no longer fits
+    top = Assignment.from_estimator(est, x)
+    assert top.probabilities is None and top.top_clusters.shape == (len(x), TOP_K) and top.n_clusters == 8
+    np.testing.assert_array_equal(top.clusters, full.clusters)
+    np.testing.assert_allclose(top.confidences, full.confidences, rtol=1e-6)
+    top.save(tmp_path / "a.npz")
+    loaded = Assignment.load(tmp_path / "a.npz")
+    np.testing.assert_array_equal(loaded.top_clusters, top.top_clusters)
+    assert loaded.n_clusters == 8
+    scored, reference = loaded.score(y), evaluate(y, full.clusters, full.probabilities)
+    assert scored == reference and 0 < scored["top5"] <= 1

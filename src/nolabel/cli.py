@@ -262,13 +262,12 @@ def evaluate(
     """Score an assignment against the labels stored with the features."""
     from .assignments import Assignment
     from .items import load_items
-    from .metrics import evaluate as score
 
     a = Assignment.load(assignment)
     labels = load_items(features).labels
     if labels is None:
         raise NolabelError(f"{features} has no labels to score against")
-    metrics = score(labels, a.clusters, a.probabilities)
+    metrics = a.score(labels)
     table = Table("metric", "value")
     for name, value in metrics.items():
         if isinstance(value, float):

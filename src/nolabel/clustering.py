@@ -82,11 +82,8 @@ def fit_one(method: str, n_clusters: int, params: dict[str, Any], seed: int, x: 
 
 def score(est, x: np.ndarray, ids: Any, labels: np.ndarray | None) -> tuple[Assignment, dict[str, Any]]:
     """The fitted estimator's assignment of ``x`` and its metrics against ``labels`` (``{}`` without)."""
-    from .metrics import evaluate
-
-    assignment = Assignment.from_proba(est.predict_proba(x), ids=ids)
-    metrics = evaluate(labels, assignment.clusters, assignment.probabilities) if labels is not None else {}
-    return assignment, metrics
+    assignment = Assignment.from_estimator(est, x, ids=ids)
+    return assignment, (assignment.score(labels) if labels is not None else {})
 
 
 def save_result(seed_dir: Path, est, assignment: Assignment, metrics: dict[str, Any]) -> None:

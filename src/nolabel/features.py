@@ -28,6 +28,7 @@ from .feature_batches import auto_workers, available_cpus, feature_batches
 from .feature_store import (DTYPES, Embeddings, finish_rows, jsonable, load_features, open_partial, partial_paths,
                             publish, sidecar_path)
 from .io import write_json
+from .memory import row_buffer
 
 __all__ = ["DTYPES", "Embeddings", "auto_workers", "available_cpus", "embed_dataset", "extract_features",
            "load_features", "sidecar_path"]
@@ -105,15 +106,19 @@ def embed_dataset(
     num_workers: int | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """Embed ``dataset`` in memory (no files): an (N, dim) float32 array."""
+    """Embed ``dataset`` without writing a features file: an (N, dim) float32 array, in memory or, above
+    the in-memory budget, a memory map on a temporary file (:func:`nolabel.memory.row_buffer`)."""
     if len(dataset) == 0:
         raise NolabelError(f"dataset {dataset.name!r} is empty: nothing to embed")
     module = backbone.module()
     if module is not None:
         module.eval()
-    blocks = []
+    out = None
     with tqdm(total=len(dataset), unit="item", disable=not progress) as bar:
         for row, feats in feature_batches(dataset, backbone, 0, batch_size, num_workers):
-            blocks.append(finish_rows(feats, normalize, "float32", row, feats.shape[1]))
+            block = finish_rows(feats, normalize, "float32", row, feats.shape[1] if out is None else out.shape[1])
+            if out is None:
+                out = row_buffer(len(dataset), block.shape[1])
+            out[row : row + len(block)] = block
             bar.update(len(feats))
-    return np.concatenate(blocks)
+    return out

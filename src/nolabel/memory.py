@@ -8,6 +8,7 @@ batches from it. No torch import here (the k-NN backends use it).
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 
@@ -32,3 +33,12 @@ def row_chunks(x: np.ndarray, chunk_bytes: int | None = None):
     step = max(1, (chunk_bytes or CHUNK_BYTES) // (4 * max(x.shape[1], 1)))
     for start in range(0, len(x), step):
         yield start, np.asarray(x[start : start + step], dtype=np.float32)
+
+
+def row_buffer(n: int, d: int) -> np.ndarray:
+    """An uninitialised (n, d) float32 array to fill row by row: in memory when it fits
+    :data:`IN_MEMORY_BYTES`, else a memory map on an already-unlinked temporary file (in ``$TMPDIR``),
+    whose pages the kernel writes out instead of holding them all in RAM; the file goes with the array."""
+    if n * d * 4 <= IN_MEMORY_BYTES:
+        return np.empty((n, d), dtype=np.float32)
+    return np.memmap(tempfile.TemporaryFile(prefix="nolabel-rows-"), dtype=np.float32, mode="w+", shape=(n, d))

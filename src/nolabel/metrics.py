@@ -120,13 +120,32 @@ def top_k_acc(y_true: Any, probs: Any, k: int = 5) -> float:
     """
     classes, t, probs = _check_probs(y_true, probs)
     n_clusters = probs.shape[1]
+    _check_top_k(k, n_clusters)
+    top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+    return _top_hits(t, len(classes), probs.argmax(axis=1), top, n_clusters)
+
+
+def top_k_acc_from_top(y_true: Any, top_clusters: Any, n_clusters: int, k: int = 5) -> float:
+    """:func:`top_k_acc` from each row's most probable clusters only (``top_clusters`` (N, >= k),
+    most probable first, out of ``n_clusters``), as kept when the (N, K) probabilities are too large."""
+    classes, t = _encode(y_true, "labels")
+    top = np.asarray(top_clusters)
+    if top.ndim != 2 or len(top) != len(t) or top.shape[1] < k:
+        raise NolabelError(f"top clusters must have shape ({len(t)}, >= {k}), got {top.shape}")
+    _check_top_k(k, n_clusters)
+    return _top_hits(t, len(classes), top[:, 0], top[:, :k], n_clusters)
+
+
+def _check_top_k(k: Any, n_clusters: int) -> None:
     if not isinstance(k, (int, np.integer)) or not 1 <= k <= n_clusters:
         raise NolabelError(f"top-k needs 1 <= k <= {n_clusters} clusters, got k={k!r}")
-    counts = _counts(t, probs.argmax(axis=1), len(classes), n_clusters)
-    rows, cols = _assignment(counts)
+
+
+def _top_hits(t: np.ndarray, n_classes: int, assigned: np.ndarray, top: np.ndarray, n_clusters: int) -> float:
+    """Share of rows whose class is the Hungarian class (map of ``assigned``) of one of their ``top`` clusters."""
+    rows, cols = _assignment(_counts(t, assigned, n_classes, n_clusters))
     cluster_class = np.full(n_clusters, -1, dtype=np.int64)
     cluster_class[rows] = cols
-    top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
     return float((cluster_class[top] == t[:, None]).any(axis=1).mean())
 
 
@@ -163,12 +182,14 @@ def cluster_sizes(y_pred: Any, n_clusters: int | None = None) -> np.ndarray:
     return np.bincount(p, minlength=n_clusters).astype(np.int64)
 
 
-def evaluate(y_true: Any, y_pred: Any, probs: Any = None) -> dict[str, Any]:
+def evaluate(y_true: Any, y_pred: Any, probs: Any = None, top_clusters: Any = None,
+             n_clusters: int | None = None) -> dict[str, Any]:
     """All metrics in one JSON-able dict.
 
     Keys: ``acc`` (Hungarian), ``many_to_one_acc``, ``nmi``, ``ami``, ``ari``, ``top5``
-    (only with ``probs`` and K >= 5), ``n_samples``, ``n_clusters`` (columns of ``probs``
-    when given, else distinct predicted values), ``n_classes``, ``cluster_sizes``.
+    (only with ``probs``, or ``top_clusters`` (N, >= 5) and ``n_clusters``, and K >= 5),
+    ``n_samples``, ``n_clusters`` (columns of ``probs`` or ``n_clusters`` when given, else
+    distinct predicted values), ``n_classes``, ``cluster_sizes``.
     """
     classes, t, clusters, p = _check_pair(y_true, y_pred)
     counts = _counts(t, p, len(classes), len(clusters))
@@ -186,6 +207,10 @@ def evaluate(y_true: Any, y_pred: Any, probs: Any = None) -> dict[str, Any]:
         n_clusters = probs.shape[1]
         if n_clusters >= 5:
             result["top5"] = top_k_acc(y_true, probs, k=5)
+        sizes = cluster_sizes(y_pred, n_clusters)
+    elif top_clusters is not None and n_clusters is not None:
+        if n_clusters >= 5 and np.shape(top_clusters)[1] >= 5:
+            result["top5"] = top_k_acc_from_top(y_true, top_clusters, n_clusters)
         sizes = cluster_sizes(y_pred, n_clusters)
     else:
         n_clusters = len(clusters)

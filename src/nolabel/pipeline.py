@@ -494,7 +494,7 @@ class Pipeline:
         model = backbones.get(self.config.backbone, device=self.config.device, modality=dataset.modality)
         x = embed_dataset(dataset, model, batch_size=batch_size or self.config.batch_size, normalize=self.config.normalize)
         self._check_dim(x.shape[1], dataset)
-        return Assignment.from_proba(method.predict_proba(x), ids=np.asarray(dataset.ids, dtype=str))
+        return Assignment.from_estimator(method, x, ids=np.asarray(dataset.ids, dtype=str))
 
     def _check_dim(self, dim: int, dataset) -> None:
         """New items must embed to the run's feature size (e.g. pixels of images of another size do not)."""

@@ -235,7 +235,7 @@ class BatchNormedHead(nn.Module):
 class LSDC(NetworkMethod, HeadMethod):
     """LSD-C pairwise-similarity clustering: linear heads on frozen embeddings, or the whole network."""
 
-    network_defaults = {"ricap": 0.3, "knn_metric": "l2", "hidden": None, "n_layers": 1, "entropy_weight": 0.05,
+    network_defaults = {"n_heads": 1, "size_prior": "uniform", "init": "random", "ricap": 0.3, "knn_metric": "l2", "hidden": None, "n_layers": 1, "entropy_weight": 0.05,
                         "batches": "groups", "schedule": "multistep", "rampup_epochs": 50, "epochs": 50, "lr": 1e-3}
 
     def __init__(
@@ -265,12 +265,12 @@ class LSDC(NetworkMethod, HeadMethod):
         schedule: str = "constant",
         milestones: list[int] | None = None,
         amp: bool | None = None,
-        n_heads: int = 1,
+        n_heads: int = 3,
         hidden: int | None = 512,
         n_layers: int = 2,
         entropy_weight: float = 0.05,
-        size_prior: str = "uniform",
-        init: str = "random",
+        size_prior: str = "tempered",
+        init: str = "kmeans",
         epochs: int = 100,
         batch_size: int = 256,
         lr: float = 1e-3,

@@ -37,6 +37,7 @@ from torch import nn
 from ..data.base import Dataset
 from ..data.images import ImageSource, image_source
 from ..errors import NolabelError
+from ..memory import row_buffer
 from ..nn.augment import Normalizer, make_augment
 from ..nn.heads import MultiHead
 from ..train import distributed as D
@@ -181,7 +182,8 @@ class NetworkMethod:
 
     @torch.no_grad()
     def embed_dataset(self, dataset: Dataset, batch_size: int = 500) -> np.ndarray:
-        """(N, d) float32 features of the trained backbone on the un-augmented images."""
+        """(N, d) float32 features of the trained backbone on the un-augmented images (in memory, or
+        a memory map above the in-memory budget: :func:`nolabel.memory.row_buffer`)."""
         self._check_fitted()
         if self.backbone_ is None:
             raise NolabelError(f"{self.name} was fitted on embeddings, not end to end: embed the data with its backbone")
@@ -189,9 +191,14 @@ class NetworkMethod:
         images = image_source(dataset, image_size=int(c["input_size"]), in_chans=int(c["in_chans"]))
         norm = Normalizer(c["mean"], c["std"])
         self.backbone_.to(self._device).eval()
-        out = [self.backbone_(norm(images.batch(torch.arange(s, min(s + batch_size, len(images))))).to(self._device))
-               .float().cpu() for s in range(0, len(images), batch_size)]
-        return torch.cat(out).numpy()
+        out = None
+        for s in range(0, len(images), batch_size):
+            batch = norm(images.batch(torch.arange(s, min(s + batch_size, len(images))))).to(self._device)
+            feats = self.backbone_(batch).float().cpu().numpy()
+            if out is None:
+                out = row_buffer(len(images), feats.shape[1])
+            out[s : s + len(feats)] = feats
+        return out
 
     def predict_proba_dataset(self, dataset: Dataset) -> np.ndarray:
         """(N, K) probabilities of the trained network on the un-augmented images."""

@@ -106,7 +106,7 @@ class TEMI(HeadMethod):
         tau: float = 0.1,
         beta: float = 0.6,
         size_prior: str = "tempered",
-        init: str = "random",
+        init: str = "kmeans",
         prior_momentum: float = 0.9,
         teacher_momentum: float | None = None,
         epochs: int = 30,

@@ -188,9 +188,7 @@ def _load_result(run_dir: Path, entry: dict[str, Any], n: int) -> _Result:
 
 
 def _n_clusters(manifest: dict[str, Any], assignment: Assignment) -> int:
-    k = int(assignment.clusters.max()) + 1
-    if assignment.probabilities is not None:
-        k = max(k, assignment.probabilities.shape[1])
+    k = max(int(assignment.clusters.max()) + 1, assignment.n_clusters or 0)
     return max(k, int(manifest.get("k") or 0))
 
 
