@@ -161,6 +161,8 @@ def test_ivf_raises_nprobe_until_the_sampled_recall_reaches_the_target():
     x = np.random.default_rng(7).normal(size=(2000, 24)).astype(np.float32)  # no structure: hard for IVF
     nb = knn(x, 10, backend="faiss-ivf", nlist=40)
     assert nb.recall >= 0.9 and nb.search["nprobe"] > 40 // 8 and nb.search["nlist"] == 40
+    below = knn(x, 10, backend="faiss-ivf", nlist=40, nprobe=nb.search["nprobe"] - 1)
+    assert below.recall < 0.9  # the smallest nprobe that meets the target, not the next doubling
     exact = knn(x, 10, backend="faiss")
     true = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(nb.indices, exact.indices)])
     assert abs(nb.recall - true) < 0.03
@@ -204,6 +206,8 @@ def test_hnsw_raises_ef_search_until_the_target_and_stores_float16_above_the_bud
     assert fixed.search["efSearch"] == 11 and fixed.recall < 0.9
     raised = knn(x, 10, backend="faiss-hnsw", hnsw_m=4)
     assert raised.recall >= 0.9 and raised.search["efSearch"] > 11
+    below = knn(x, 10, backend="faiss-hnsw", ef_search=raised.search["efSearch"] - 1, hnsw_m=4)
+    assert below.recall < 0.9  # the smallest efSearch that meets the target
     monkeypatch.setattr(memory, "IN_MEMORY_BYTES", 1024)
     half = knn(x, 10, backend="faiss-hnsw")
     assert half.search["storage"] == "float16" and half.recall >= 0.9

@@ -466,20 +466,29 @@ def _faiss_hnsw_knn(x: np.ndarray, k: int, m: int, ef_search: int | None, seed: 
 
 def _widen_until_recall(x: np.ndarray, k: int, index: Any, set_width: Callable[[int], None], width: int,
                         most: int, fixed: bool, seed: int, target: float) -> tuple[np.ndarray, np.ndarray, float, int, int]:
-    """Search all rows of ``x`` in ``index`` at the search width (IVF nprobe, HNSW efSearch) that
-    first gives recall@k >= ``target`` on sampled rows against exact search, doubling from
-    ``width`` up to ``most`` (``fixed``: ``width`` as given). Rows the index leaves short are
-    searched exactly. Returns indices, similarities, the sampled recall, the width and the
-    number of sampled rows."""
+    """Search all rows of ``x`` in ``index`` at the smallest search width (IVF nprobe, HNSW
+    efSearch) that gives recall@k >= ``target`` on sampled rows against exact search: doubling
+    from ``width`` up to ``most``, then bisecting between the last width that missed and the
+    first that met it (doubling alone overshoots: nprobe 4 where 3 suffices costs a third
+    more search). ``fixed``: ``width`` as given. Rows the index leaves short are searched
+    exactly. Returns indices, similarities, the sampled recall, the width and the number of
+    sampled rows."""
     probe_rows = _recall_rows(len(x), seed)
     exact, _ = _exact_rows(x, probe_rows, k)
     queries = _unit_rows(x, probe_rows)
-    while True:
-        set_width(width)
-        found, _ = _search(index, queries, probe_rows, k)
-        if fixed or _recall(found, exact) >= target or width >= most:
-            break
-        width = min(most, 2 * width)
+
+    def meets(w: int) -> bool:
+        set_width(w)
+        return _recall(_search(index, queries, probe_rows, k)[0], exact) >= target
+
+    missed = None  # the largest width seen to miss the target
+    while not fixed and width < most and not meets(width):
+        missed, width = width, min(most, 2 * width)
+    if missed is not None and meets(width):
+        while width - missed > 1:
+            middle = (missed + width) // 2
+            missed, width = (missed, middle) if meets(middle) else (middle, width)
+    set_width(width)
     indices, sims = _search_all(x, k, index)
     missing = np.flatnonzero((indices < 0).any(axis=1))
     if len(missing):
