@@ -14,7 +14,8 @@ For each input size S (``efficientnet-lite0?size=S``: resize to S / 0.875 bicubi
 - 20-NN purity (cosine, self excluded) of the L2-normalised features against the class
   folders (labels only score), and purity per second of pipeline time.
 
-``--norms`` also extracts the first size with ImageNet mean/std instead of the
+``--crops 0.875,1`` tries each crop fraction at every size (1: resize the whole image to S, no
+border cut off; the default is the model's own 0.875). ``--norms`` also extracts the first size with ImageNet mean/std instead of the
 config's (0.5, 0.5, 0.5), to check which normalisation the weights expect.
 Writes benchmarks/results/extract.{json,md}. Wall times on a shared machine vary; the JSON
 records the CPU count and torch threads.
@@ -83,7 +84,8 @@ def measure(dataset, spec: str, args, norm=None) -> dict:
     x = embed_dataset(dataset, backbone, batch_size=args.batch, normalize=True, num_workers=workers)
     seconds = time.perf_counter() - start
     row = {"spec": spec, "mean": backbone.preprocessing["mean"], "std": backbone.preprocessing["std"],
-           "input_size": backbone.preprocessing["input_size"][-1], "images": len(dataset), "workers": workers,
+           "input_size": backbone.preprocessing["input_size"][-1], "crop_pct": backbone.preprocessing["crop_pct"],
+           "images": len(dataset), "workers": workers,
            "pipeline_seconds": seconds, "pipeline_images_per_s": len(dataset) / seconds,
            "purity20": purity20(x, np.asarray(dataset.labels))}
     row["purity_per_s"] = row["purity20"] / seconds
@@ -109,14 +111,14 @@ def markdown(out: dict) -> str:
         "mostly by channels-last (NHWC), which speeds EfficientNet's depthwise convolutions on CPU, and by "
         "decoding in a worker while the model runs.",
         "",
-        "| input | mean/std | pipeline img/s | floor img/s | pipeline / floor | 20-NN purity % | purity / s |",
-        "|---|---|---|---|---|---|---|",
+        "| input | crop | mean/std | pipeline img/s | floor img/s | pipeline / floor | 20-NN purity % | purity / s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in out["rows"]:
         norm = "0.5" if r["mean"][0] == 0.5 else "ImageNet"
         floor = f"{r['floor_images_per_s']:.1f}" if "floor_images_per_s" in r else "-"
         ratio = f"{r['pipeline_over_floor']:.2f}" if "pipeline_over_floor" in r else "-"
-        lines.append(f"| {r['input_size']} | {norm} | {r['pipeline_images_per_s']:.1f} | {floor} | {ratio} | "
+        lines.append(f"| {r['input_size']} | {r.get('crop_pct', 0.875):g} | {norm} | {r['pipeline_images_per_s']:.1f} | {floor} | {ratio} | "
                      f"{100 * r['purity20']:.1f} | {100 * r['purity_per_s']:.3f} |")
     lines += ["", f"Command: `{out['command']}`", ""]
     return "\n".join(lines)
@@ -129,6 +131,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="224,160,128")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--floor-n", type=int, default=256)
+    parser.add_argument("--crops", default="", help="crop fractions (crop_pct) to try at every size, e.g. 0.875,1 "
+                        "(default: the model's own)")
     parser.add_argument("--norms", action="store_true", help="also the first size with ImageNet mean/std")
     parser.add_argument("--out", default=str(RESULTS / "extract"))
     args = parser.parse_args()
@@ -138,7 +142,8 @@ def main() -> None:
 
     dataset = balanced_subset(load_dataset(args.data), args.per_class)
     sizes = [int(s) for s in args.sizes.split(",")]
-    rows = [measure(dataset, f"efficientnet-lite0?size={s}", args) for s in sizes]
+    crops = [f"&crop={c}" for c in args.crops.split(",")] if args.crops else [""]
+    rows = [measure(dataset, f"efficientnet-lite0?size={s}{c}", args) for s in sizes for c in crops]
     if args.norms:
         rows.append(measure(dataset, f"efficientnet-lite0?size={sizes[0]}", args, norm=IMAGENET))
     out = {"per_class": args.per_class, "images": len(dataset), "batch": args.batch,

@@ -371,6 +371,16 @@ def test_efficientnet_lite_backbone_and_timm_weights_spec(tmp_path):
     assert torch.allclose(same.embed(images), feats, atol=1e-6)
     small = backbones.get("efficientnet-lite0?size=128", device="cpu")
     assert small.describe()["preprocessing"]["input_size"] == [3, 128, 128] and small.embed(images).shape == (3, 1280)
+    # images below the input size keep their whole frame (crop 1); larger ones get the centre crop; ?crop=F for all
+    whole = backbones.get("efficientnet-lite0?crop=1", device="cpu")
+    large = random_images(1, size=(300, 400))[0]
+    assert torch.equal(bb.preprocess(images[0]), whole.preprocess(images[0]))
+    assert not torch.equal(bb.preprocess(large), whole.preprocess(large))
+    cropped = backbones.get("efficientnet-lite0?crop=0.875", device="cpu")
+    assert torch.equal(bb.preprocess(large), cropped.preprocess(large))
+    assert not torch.equal(bb.preprocess(images[0]), cropped.preprocess(images[0]))
+    with pytest.raises(NolabelError, match=r"crop=0 in 'efficientnet-lite0\?crop=0' must be a number in \(0, 1\]"):
+        backbones.get("efficientnet-lite0?crop=0", device="cpu")
     # a timm-layout file loads strictly; one tensor short is refused in one line
     torch.manual_seed(0)
     source = timm.create_model("tf_efficientnet_lite0", pretrained=False)

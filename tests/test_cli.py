@@ -110,3 +110,12 @@ def test_run_prints_the_wall_time_of_every_stage(tmp_path):
     again = " ".join(again.splitlines())
     assert re.search(r"\(cached ones as first computed\): features \d+\.\d, .*scan \d+\.\d; this command", again)
     assert re.search(r"neighbours \d+\.\d", again)
+
+
+def test_output_into_a_closed_pipe_ends_without_a_traceback():
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "nolabel", "embed", "--help"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before the help is written, as with `| head -0`
+    err = proc.stderr.read().decode()
+    assert proc.wait() != 0 and "Traceback" not in err, err[-800:]

@@ -547,9 +547,12 @@ def main() -> None:
     except clicks.ClickException as exc:
         _error(exc.format_message())
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, clicks.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted; finished stages are kept and a re-run resumes")
         sys.exit(130)
+    except BrokenPipeError:  # the reader went away (`nolabel ... | head`): stop quietly, as shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     sys.exit(code if isinstance(code, int) else 0)
 
 

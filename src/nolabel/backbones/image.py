@@ -42,7 +42,8 @@ class ImageModelBackbone(Backbone):
 
     ``preprocessing`` is a JSON-able record of the transform (input size, mean, std,
     interpolation, resize and crop) stored in :meth:`describe`; ``extra`` adds
-    adapter facts (weights, checkpoint).
+    adapter facts (weights, checkpoint). ``small_transform`` (optional) replaces the
+    transform for images whose shorter side is below ``small_below`` pixels.
     """
 
     modality = "image"
@@ -55,11 +56,15 @@ class ImageModelBackbone(Backbone):
         dim: int,
         preprocessing: dict[str, Any],
         extra: dict[str, Any] | None = None,
+        small_transform: Callable[[Image.Image], torch.Tensor] | None = None,
+        small_below: int = 0,
     ):
         super().__init__()
         self.spec = spec
         self.model = freeze(model)
         self.transform = transform
+        self.small_transform = small_transform
+        self.small_below = int(small_below)
         self.dim = int(dim)
         self.preprocessing = preprocessing
         self.extra = extra or {}
@@ -68,7 +73,12 @@ class ImageModelBackbone(Backbone):
         return self.model
 
     def preprocess(self, item: Any) -> torch.Tensor:
-        return self.transform(as_pil(item))
+        """The model's transform; ``small_transform`` instead for an image whose shorter side is
+        below ``small_below`` pixels (when the adapter gives one)."""
+        image = as_pil(item)
+        if self.small_transform is not None and min(image.size) < self.small_below:
+            return self.small_transform(image)
+        return self.transform(image)
 
     def forward_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model(batch)

@@ -48,6 +48,20 @@ class Spec:
         return int(value)
 
 
+    def option_fraction(self, key: str) -> Optional[float]:
+        """Option ``key`` as a number in (0, 1], or None when absent."""
+        value = self.options.get(key)
+        if value is None:
+            return None
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not 0 < number <= 1:
+            raise NolabelError(f"{key}={value} in {self.text!r} must be a number in (0, 1]")
+        return number
+
+
 def parse_spec(text: str) -> Spec:
     """Split ``PREFIX:BODY?K=V&K=V``; a trailing ``?...`` counts as options only when it parses."""
     text = text.strip()
