@@ -429,7 +429,16 @@ def plot(rows: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-NOTES = """Branch i42 (2026-12-01, 12:40-14:12 UTC; ``--threads 1``, nice 5; the machine's 1-minute load was 3-6.7 on 2 cores
+NOTES = """Search width by bisection (2026-12-01, 15:52-16:15 UTC, rows labelled ``bisect``; ``--threads 1``, nice 5,
+load 3.8-4.2 on 2 cores): the recall tuning now bisects between the last width that missed recall 0.9 and the first
+that met it, where it used to stop at the first doubling that met it. On the same 1,000-centre files it picked
+the same nprobe (1, 2, 4 at 100k, 400k, 1.28M: nprobe 3 at 1.28M misses 0.9), so the CPU times are those of the
+i33 rows within noise (24.3, 102.3, 471.5 s against 22.4, 101.3, 439.3) and the exponent stays 1.16 from 100k to
+1.28M, above N log N (about 1.08 over that range): on these rows IVF's cost grows as nprobe x N / nlist per query
+with nlist ~ 4 sqrt(N), and the recall target needs a wider nprobe as N grows. Not tried: nlist proportional to N
+with an HNSW coarse quantizer (lists of constant length).
+
+Branch i42 (2026-12-01, 12:40-14:12 UTC; ``--threads 1``, nice 5; the machine's 1-minute load was 3-6.7 on 2 cores
 from other jobs, so wall time is 1-2.5x the CPU time). The first ``knn-hnsw`` command also listed N = 1,281,167: that
 worker was stopped by hand after about 2 CPU minutes (see below), so it has no row.
 
@@ -571,8 +580,12 @@ Notes:
   copy (two, with the division): above the budget it scores query blocks against row chunks with a running top-k;
   (10) the heads' ``predict`` took the argmax of an (N, K) ``predict_proba``, self-labelling its confidences from
   (N, K) softmaxes: both in row chunks; (11) ``network_run.py`` loaded the re-extracted features as float32: now
-  as the runs do. Left: SeLa's Sinkhorn holds one head's (N, K) (inherent), ``predict_proba`` returns (N, K),
-  whole-network training embeds and mines neighbours in memory.
+  as the runs do; (12) (2026-12-01 evening) the run's assignment held the (N, K) ``predict_proba``
+  (5 GB at 1.28M x 1,000): above the budget it keeps each row's 5 most probable clusters
+  (``predict_top``, row chunks) and scores top-5 from them; (13) ``embed_dataset`` and a trained
+  network's embedding (the neighbour mining of whole-network training) concatenated their batches: they
+  fill one (N, d) array, a memory map on a temporary file above the budget. Left: SeLa's Sinkhorn holds
+  one head's (N, K) (inherent); ``predict_proba`` itself still returns (N, K) when called.
 - Peak RSS is the process's high-water mark minus its resident set before ``import nolabel``: it counts imports
   (torch alone is about 300-700 MiB; the ``before stage`` column is the resident set after the stage's imports and
   inputs, before its timed call) and the touched pages of the memory-mapped features. ``load`` is the 1-minute
