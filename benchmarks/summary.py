@@ -34,10 +34,22 @@ SETS = [
     'SearchSnippets=benchmarks/results/frozen_text.json:SearchSnippets',
     'Biomedical=benchmarks/results/frozen_text.json:Biomedical',
     'AG News=benchmarks/results/frozen_text.json:agnews',
-    'CIFAR-10 lite0=benchmarks/results/frozen_lite0.json:cifar10_test_lite0',
+    'StackOverflow K=20, LSD-C run=benchmarks/results/lsdc_large_k.json:so20',
+    'CIFAR-10 R56 K=100 (overclustering)=benchmarks/results/lsdc_large_k.json:c10k100',
+    'CIFAR-10 lite0 (centre crop)=benchmarks/results/frozen_lite0.json:cifar10_test_lite0',
+    'CIFAR-10 lite0 (whole frame)=benchmarks/results/frozen_lite0_whole.json:c10_lite0_whole',
 ]
 #: the paragraph under the table of ``results/summary.md``
-NOTE = ("Settings: every row is the method's default of 2026-12-01 afternoon (SCAN and SeLa start from the k-means partition since commits 43af883 and 74c0b99), except LSD-C at ratio 10 and 100, which ran with its still opt-in tempered heads and k-means start (`-p lsdc.size_prior=tempered -p lsdc.n_heads=3 -p lsdc.init=kmeans`), and the TEMI and LSD-C rows, which ran with earlier sessions' code; see the notes in `uneven.*.md`. TEMI on the text sets is missing (too slow on the shared 2 cores this session); sela and lsdc on the text sets have one seed. CIFAR-10 lite0: `scan`, `scan+selflabel` and `sela` start from k-means, their default since commits 43af883 and 74c0b99; the `init=random` rows ran before that (`benchmarks/results/frozen_lite0.md`). Splits: CIFAR-10 test (features of the supervised ResNet-56: a correctness check, not an unsupervised result; lite0: ImageNet weights); all items of each text file; ratio-r sets are fixed long-tailed subsets (`benchmarks/uneven.py`).")
+NOTE = ("Settings: every row is the method's default at the time it ran; the notes of `uneven.*.md` say which code. "
+        "Since 2026-12-01 evening (commit 3225118 and after) the defaults are: SCAN, SeLa and LSD-C start from nolabel's "
+        "k-means partition (LSD-C with 3 heads and tempered size profiles), TEMI starts half its heads from it "
+        "(`init=\"both\"`). Rows run with these defaults: every `uneven.*` row of scan, sela, temi and lsdc; the "
+        "`LSD-C run` and `K=100` rows (3 seeds each; `lsdc-before` is the head before the large-K fix); the lite0 "
+        "whole-frame rows. Earlier defaults: the text sets' lsdc (one uniform head, random start; one seed) and the "
+        "lite0 centre-crop temi and lsdc rows (random start). TEMI on the text sets is missing (too slow on the shared "
+        "2 cores). lite0 whole-frame temi has one seed with `init=\"both\"`. Splits: CIFAR-10 test (the supervised "
+        "ResNet-56 features are a correctness check, not an unsupervised result; lite0: ImageNet weights, centre crop "
+        "or whole frame); all items of each text file; ratio-r sets are fixed long-tailed subsets (`benchmarks/uneven.py`).")
 
 
 def _rows_from_cli_summaries(entries: list, stem: str | None) -> dict[str, list[dict]]:
