@@ -34,8 +34,8 @@ SETS = [
     'SearchSnippets=benchmarks/results/frozen_text.json:SearchSnippets',
     'Biomedical=benchmarks/results/frozen_text.json:Biomedical',
     'AG News=benchmarks/results/frozen_text.json:agnews',
-    'StackOverflow K=20, LSD-C run=benchmarks/results/lsdc_large_k.json:so20',
-    'CIFAR-10 R56 K=100 (overclustering)=benchmarks/results/lsdc_large_k.json:c10k100',
+    'StackOverflow K 20, LSD-C run=benchmarks/results/lsdc_large_k.json:so20',
+    'CIFAR-10 R56 K 100 (overclustering)=benchmarks/results/lsdc_large_k.json:c10k100',
     'CIFAR-10 lite0 (centre crop)=benchmarks/results/frozen_lite0.json:cifar10_test_lite0',
     'CIFAR-10 lite0 (whole frame)=benchmarks/results/frozen_lite0_whole.json:c10_lite0_whole',
 ]
@@ -44,7 +44,7 @@ NOTE = ("Settings: every row is the method's default at the time it ran; the not
         "Since 2026-12-01 evening (commit 3225118 and after) the defaults are: SCAN, SeLa and LSD-C start from nolabel's "
         "k-means partition (LSD-C with 3 heads and tempered size profiles), TEMI starts half its heads from it "
         "(`init=\"both\"`). Rows run with these defaults: every `uneven.*` row of scan, sela, temi and lsdc; the "
-        "`LSD-C run` and `K=100` rows (3 seeds each; `lsdc-before` is the head before the large-K fix); the lite0 "
+        "`LSD-C run` and `K 100` rows (3 seeds each; `lsdc-before` is the head before the large-K fix); the lite0 "
         "whole-frame rows. Earlier defaults: the text sets' lsdc (one uniform head, random start; one seed) and the "
         "lite0 centre-crop temi and lsdc rows (random start). TEMI on the text sets is missing (too slow on the shared "
         "2 cores). lite0 whole-frame temi has one seed with `init=\"both\"`. Splits: CIFAR-10 test (the supervised "
