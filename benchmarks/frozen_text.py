@@ -149,10 +149,12 @@ most N/2K, eigenvectors joined; `nolabel/methods/spectral.py`), no longer the 50
 s/seed counts both. The supervised linear probe (`--probe`: logistic regression on the labels, 3 folds) is a
 ceiling for what the frozen features separate, not a method. A row with fewer than 3 seeds did not fit in the
 session's time; rerunning the command resumes the grid where it stopped. Missing at this commit (2026-12-01,
-out of time on the shared 2-core machine): `temi` on every set (one seed on StackOverflow ran more than 12 minutes
-under load without finishing and was stopped), seeds 1 and 2 of `lsdc`. `scan`, `scan+selflabel` and `sela` were
-rerun on 2026-12-01 afternoon with their new default start from the k-means partition (`init="kmeans"`);
-the `lsdc` row is from the morning's code."""
+out of time on the shared 2-core machine): seeds 1 and 2 of `temi` and `lsdc`. `scan`, `scan+selflabel` and `sela`
+were rerun on 2026-12-01 afternoon with their new default start from the k-means partition (`init="kmeans"`);
+`temi` (seed 0) ran on 2026-12-01 evening with its new default `init="both"` (half the heads from that partition).
+The `lsdc` rows of `frozen_text.json` are from the morning's code (one uniform head, random start); LSD-C with its
+new defaults (3 tempered heads from the k-means partition) is in `frozen_text_lsdc.{json,md}` (`--name
+frozen_text_lsdc`; StackOverflow at K 20 with these defaults: `lsdc_large_k.md`, 3 seeds)."""
 
 
 def linear_probe(x: np.ndarray, y: np.ndarray) -> list[float]:
