@@ -34,6 +34,9 @@ SETS = [
     'SearchSnippets=benchmarks/results/frozen_text.json:SearchSnippets',
     'Biomedical=benchmarks/results/frozen_text.json:Biomedical',
     'AG News=benchmarks/results/frozen_text.json:agnews',
+    'SearchSnippets, LSD-C now=benchmarks/results/frozen_text_lsdc.json:SearchSnippets',
+    'Biomedical, LSD-C now=benchmarks/results/frozen_text_lsdc.json:Biomedical',
+    'AG News, LSD-C now=benchmarks/results/frozen_text_lsdc.json:agnews',
     'StackOverflow K 20, LSD-C run=benchmarks/results/lsdc_large_k.json:so20',
     'CIFAR-10 R56 K 100 (overclustering)=benchmarks/results/lsdc_large_k.json:c10k100',
     'CIFAR-10 lite0 (centre crop)=benchmarks/results/frozen_lite0.json:cifar10_test_lite0',
@@ -45,9 +48,10 @@ NOTE = ("Settings: every row is the method's default at the time it ran; the not
         "k-means partition (LSD-C with 3 heads and tempered size profiles), TEMI starts half its heads from it "
         "(`init=\"both\"`). Rows run with these defaults: every `uneven.*` row of scan, sela, temi and lsdc; the "
         "`LSD-C run` and `K 100` rows (3 seeds each; `lsdc-before` is the head before the large-K fix); the lite0 "
-        "whole-frame rows. Earlier defaults: the text sets' lsdc (one uniform head, random start; one seed) and the "
-        "lite0 centre-crop temi and lsdc rows (random start). TEMI on the text sets is missing (too slow on the shared "
-        "2 cores). lite0 whole-frame temi has one seed with `init=\"both\"`. Splits: CIFAR-10 test (the supervised "
+        "whole-frame rows. Earlier defaults: the lsdc rows of the four text sets (one uniform head, random start; one "
+        "seed), whose new-default runs are the `LSD-C now` rows and the `LSD-C run` row (StackOverflow), and the lite0 "
+        "centre-crop temi and lsdc rows (random start). temi on the text sets and on lite0 whole frame: seed 0 only, "
+        "with `init=\"both\"`. Splits: CIFAR-10 test (the supervised "
         "ResNet-56 features are a correctness check, not an unsupervised result; lite0: ImageNet weights, centre crop "
         "or whole frame); all items of each text file; ratio-r sets are fixed long-tailed subsets (`benchmarks/uneven.py`).")
 
