@@ -435,8 +435,16 @@ that met it, where it used to stop at the first doubling that met it. On the sam
 the same nprobe (1, 2, 4 at 100k, 400k, 1.28M: nprobe 3 at 1.28M misses 0.9), so the CPU times are those of the
 i33 rows within noise (24.3, 102.3, 471.5 s against 22.4, 101.3, 439.3) and the exponent stays 1.16 from 100k to
 1.28M, above N log N (about 1.08 over that range): on these rows IVF's cost grows as nprobe x N / nlist per query
-with nlist ~ 4 sqrt(N), and the recall target needs a wider nprobe as N grows. Not tried: nlist proportional to N
-with an HNSW coarse quantizer (lists of constant length).
+with nlist ~ 4 sqrt(N), and the recall target needs a wider nprobe as N grows.
+
+Lists of constant length (2026-12-01, 18:37-19:14 UTC, rows labelled ``graph``; same files, ``--threads 1``, nice 5,
+load 3-4): a patch, not kept, set nlist = N / 256 (391, 1,562, 5,005 lists) with faiss' ``IndexHNSWFlat`` (M 32,
+efSearch 64) as the coarse quantizer above 1,024 lists, which also assigned the rows while the centroids trained.
+In theory N log N; measured 33.1, 220.5 and 1,119.8 CPU s at 100k, 400k and 1.28M (nprobe 12, 2, 4; recall 0.90,
+0.99, 0.94), 1.4x, 2.2x and 2.4x the flat scan's 24.3, 102.3, 471.5 s, exponent 1.38. One HNSW search of the
+centroids at efSearch 64 costs more than a BLAS scan of 5,000 centroids, and training runs 10 such searches per
+sampled row; the crossover lies beyond the N measured here. Lists of 256 rows at 100k also needed nprobe 12. So
+``faiss-ivf`` keeps nlist ~ 4 sqrt(N) with the flat scan, and its exponent stays 1.16 up to 1.28M rows.
 
 Branch i42 (2026-12-01, 12:40-14:12 UTC; ``--threads 1``, nice 5; the machine's 1-minute load was 3-6.7 on 2 cores
 from other jobs, so wall time is 1-2.5x the CPU time). The first ``knn-hnsw`` command also listed N = 1,281,167: that

@@ -14,7 +14,10 @@ Backends:
   exact search is measured on ``RECALL_SAMPLE`` (1,000) seeded rows and returned in
   :attr:`Neighbors.recall`; unless ``nprobe`` is given it starts at 1 and
   doubles until that recall reaches ``TARGET_RECALL`` (0.9) or every list is probed
-  (data without cluster structure, e.g. random vectors, needs many lists).
+  (data without cluster structure, e.g. random vectors, needs many lists). Lists of constant
+  length (nlist = N / 256) found through an HNSW graph over the centroids would cost N log N
+  in theory, but took 1.4-2.4x the CPU time of this flat scan at 100k-1.28M rows
+  (benchmarks/results/scale.md, rows ``graph``), so the flat scan stays.
 - ``"faiss-hnsw"``: approximate, a navigable small-world graph (``IndexHNSWFlat``, or
   ``IndexHNSWSQ`` with float16 storage above the memory budget) with ``M`` = ``HNSW_M`` (32)
   links per row and ``efConstruction`` ``HNSW_EF_CONSTRUCTION`` (40); every row is then
