@@ -1,5 +1,5 @@
-"""Feature-extraction speed of EfficientNet-Lite0 against a bare timm forward loop, and
-20-NN purity per input size, on a class-balanced CIFAR-10 test subset.
+"""Feature-extraction speed of EfficientNet-Lite0 (or ``--models`` lite0,lite1,lite2) against a
+bare timm forward loop, and 20-NN purity per input size, on a class-balanced CIFAR-10 test subset.
 
     .venv/bin/python benchmarks/extract.py                     # 100 images per class, sizes 224,160,128
     .venv/bin/python benchmarks/extract.py --per-class 20 --sizes 160   # quick look
@@ -101,7 +101,7 @@ def measure(dataset, spec: str, args, norm=None) -> dict:
 
 def markdown(out: dict) -> str:
     lines = [
-        "# EfficientNet-Lite0 feature extraction: speed against a bare timm loop, 20-NN purity per input size",
+        "# EfficientNet-Lite feature extraction: speed against a bare timm loop, 20-NN purity per input size",
         "",
         f"Data: CIFAR-10 test, first {out['per_class']} images of each class ({out['images']} images, 32x32 JPEG), "
         f"batch {out['batch']}, {out['cpus']} CPUs ({out['torch_threads']} torch threads), shared machine. "
@@ -111,14 +111,14 @@ def markdown(out: dict) -> str:
         "mostly by channels-last (NHWC), which speeds EfficientNet's depthwise convolutions on CPU, and by "
         "decoding in a worker while the model runs.",
         "",
-        "| input | crop | mean/std | pipeline img/s | floor img/s | pipeline / floor | 20-NN purity % | purity / s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | input | crop | mean/std | pipeline img/s | floor img/s | pipeline / floor | 20-NN purity % | purity / s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in out["rows"]:
         norm = "0.5" if r["mean"][0] == 0.5 else "ImageNet"
         floor = f"{r['floor_images_per_s']:.1f}" if "floor_images_per_s" in r else "-"
         ratio = f"{r['pipeline_over_floor']:.2f}" if "pipeline_over_floor" in r else "-"
-        lines.append(f"| {r['input_size']} | {r.get('crop_pct', 0.875):g} | {norm} | {r['pipeline_images_per_s']:.1f} | {floor} | {ratio} | "
+        lines.append(f"| {r['spec'].split('?')[0]} | {r['input_size']} | {r.get('crop_pct', 0.875):g} | {norm} | {r['pipeline_images_per_s']:.1f} | {floor} | {ratio} | "
                      f"{100 * r['purity20']:.1f} | {100 * r['purity_per_s']:.3f} |")
     lines += ["", f"Command: `{out['command']}`", ""]
     return "\n".join(lines)
@@ -128,6 +128,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/datasets/cifar10-jpeg/test")
     parser.add_argument("--per-class", type=int, default=100)
+    parser.add_argument("--models", default="efficientnet-lite0",
+                        help="comma-separated offline backbones to measure (efficientnet-lite0/1/2)")
     parser.add_argument("--sizes", default="224,160,128")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--floor-n", type=int, default=256)
@@ -143,9 +145,10 @@ def main() -> None:
     dataset = balanced_subset(load_dataset(args.data), args.per_class)
     sizes = [int(s) for s in args.sizes.split(",")]
     crops = [f"&crop={c}" for c in args.crops.split(",")] if args.crops else [""]
-    rows = [measure(dataset, f"efficientnet-lite0?size={s}{c}", args) for s in sizes for c in crops]
+    models = args.models.split(",")
+    rows = [measure(dataset, f"{m}?size={s}{c}", args) for m in models for s in sizes for c in crops]
     if args.norms:
-        rows.append(measure(dataset, f"efficientnet-lite0?size={sizes[0]}", args, norm=IMAGENET))
+        rows.append(measure(dataset, f"{models[0]}?size={sizes[0]}", args, norm=IMAGENET))
     out = {"per_class": args.per_class, "images": len(dataset), "batch": args.batch,
            "cpus": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
            "torch": torch.__version__, "machine": platform.machine(),
