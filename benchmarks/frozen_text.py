@@ -47,6 +47,7 @@ METHODS = {
     "temi": ("temi", {}, None),
     "sela": ("sela", {}, None),
     "lsdc": ("lsdc", {}, None),
+    "lsdc+groups": ("lsdc", {"batches": "groups"}, None),  # neighbour-group batches (not the paper's)
 }
 
 

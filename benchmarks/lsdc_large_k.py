@@ -7,7 +7,8 @@ Sets (features written by ``nolabel embed``, labels in the ``.items.npz`` beside
 - ``c10``: CIFAR-10 test, ResNet-56 (10,000 x 64), K = 10;
 - ``c10k100``: the same with K = 100 (overclustering: scored by many-to-one ACC and NMI).
 
-Methods: ``kmeans`` (nolabel's default), ``lsdc`` (default parameters) and ``lsdc-before``
+Methods: ``kmeans`` (nolabel's default), ``lsdc`` (default parameters), ``lsdc+groups``
+(the defaults with ``batches="groups"``) and ``lsdc-before``
 (the defaults this project had before: linear head, neighbour-group batches, in-batch k
 ``min(20, max(2, B // (2 K)))``, no size term). 20-NN by cosine mined once per set.
 Labels only score. Results accumulate in benchmarks/results/lsdc_large_k.{json,md}.
@@ -33,6 +34,8 @@ RESULTS = Path(__file__).parent / "results"
 SETS = {"so20": ("so_minilm", None, 20), "so4": ("so_minilm", 4, 4), "so8": ("so_minilm", 8, 8),
         "c10": ("c10_r56", None, 10), "c10k100": ("c10_r56", None, 100)}
 BEFORE = {"hidden": None, "n_layers": 1, "entropy_weight": 0.0, "batches": "groups"}
+#: table label -> parameters other than the defaults (``lsdc-before`` adds its in-batch k)
+VARIANTS = {"lsdc": {}, "lsdc-before": BEFORE, "lsdc+groups": {"batches": "groups"}}
 
 
 def load(feats: Path, name: str) -> tuple[np.ndarray, np.ndarray, int]:
@@ -50,7 +53,9 @@ def run(name: str, x: np.ndarray, y: np.ndarray, k: int, nb: np.ndarray, seed: i
     if name == "kmeans":
         est = methods.get("kmeans")(n_clusters=k, seed=seed).fit(x)
     else:
-        extra = dict(BEFORE, adjacency_k=min(20, max(2, 256 // (2 * k)))) if name == "lsdc-before" else {}
+        extra = dict(VARIANTS[name])
+        if name == "lsdc-before":
+            extra["adjacency_k"] = min(20, max(2, 256 // (2 * k)))
         est = methods.get("lsdc")(n_clusters=k, seed=seed, **extra).fit(x, nb)
     p = est.predict_proba(x)
     labels = p.argmax(1)
