@@ -79,14 +79,17 @@ the three heads 2.4x, 3.8x and 4.3x and kept the 3.8x one (batch 256: 3.9x, 4.3x
 The size term acts on soft mean predictions, which LSD-C keeps low in confidence at large
 K, so it bounds the argmax sizes only loosely.
 
-Below k-means on AG News and Biomedical MiniLM features (79.9 and 50.9 against 83.6 and
-52.6, seed 0): the three heads agree there (AG News: kappa 0.818 each, 1.2x), so the
-cause is the in-batch kNN graph, whose k = 50 of 256 at K = 4 reaches about the 1,500th
-neighbour over the data. ``batches="groups"`` (the mined 20-NN relation added) gave 83.1,
-52.7 and, on SearchSnippets, 79.5 (default 79.2, k-means 74.1); on the uneven subsets
-83.6 at CIFAR ratio 10 (default 83.8) and 64.1 at StackOverflow ratio 100 (61.5); at
-StackOverflow K 20 68.5 with the largest cluster 2.92x (default 68.2, 3.14x), at CIFAR K 100
-a 4.55x head. Compared with labels, seed 0 only: the default until 3 seeds say otherwise.
+Below k-means on AG News and Biomedical MiniLM features (79.9 +- 0.4 and 50.3 +- 0.5 against 83.6
+and 52.6, seeds 0-2): the three heads agree there (AG News: kappa 0.818 each, 1.2x), so the cause is
+the in-batch kNN graph, whose k = 50 of 256 at K = 4 reaches about the 1,500th neighbour over the
+data. ``batches="groups"`` (the mined 20-NN relation added), compared with labels against this
+default (benchmarks/results/frozen_text_lsdc.md, uneven.*.md, lsdc_large_k.md; seeds 0-2 unless
+stated): AG News 82.8 +- 0.5, Biomedical 52.8 +- 0.1 (2 seeds), SearchSnippets 79.6 (79.1, 2 seeds
+each); StackOverflow at imbalance 10 64.3 (63.4) and 100 60.9 (58.6); CIFAR-10 ResNet-56 at
+imbalance 10 83.7 (84.0) and 100 69.1 (68.8); StackOverflow K 20 68.5 / 68.6 with the largest
+cluster 2.92x / 3.12x (2 seeds; default 68.2, up to 3.14x); CIFAR K 100 many-to-one 83.2 with
+3.4-4.6x (83.1 with 3.0-4.3x). Better or equal on the text sets and StackOverflow, 0.3 lower at
+CIFAR imbalance 10, looser at K 100 and still under k-means on AG News, so it is not the default.
 
 Whole network (``LSDC.for_network(...).fit_dataset(dataset, backbone)``, :mod:`.network`),
 one linear head, per batch, as the authors' code does it (github.com/srebuffi/lsd-clusters):
