@@ -82,6 +82,7 @@ def extract_sharded(dataset, backbone, out_path: Path, settings: dict, batch_siz
     del array
     dist.barrier()
     missing = [s for s in range(n_shards) if not (marks / f"{s}.done").exists()]
+    dist.barrier()  # every rank has read the markers before rank 0 removes them
     if rank == 0 and not missing:
         publish(partial, out_path, settings)
         shutil.rmtree(marks, ignore_errors=True)
