@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ceilings import linear_probe  # noqa: E402
 from frozen_methods import METHODS, fmt, run_one  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -80,18 +81,6 @@ def floor_rate(data: str, n: int, batch: int = 64) -> float:
         for i in range(0, n, batch):
             bb.model(x[i:i + batch])
     return n / (time.perf_counter() - start)
-
-
-def linear_probe(x: np.ndarray, y: np.ndarray, folds: int = 3) -> list[float]:
-    """Held-out accuracy of a multinomial logistic regression per stratified fold (seed 0)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-
-    accs = []
-    for train, test in StratifiedKFold(folds, shuffle=True, random_state=0).split(x, y):
-        clf = LogisticRegression(max_iter=1000, C=1.0).fit(x[train], y[train])
-        accs.append(float((clf.predict(x[test]) == y[test]).mean()))
-    return accs
 
 
 def sklearn_kmeans(x: np.ndarray, y: np.ndarray, seeds: list[int]) -> list[float]:
@@ -175,7 +164,7 @@ def main() -> None:
         accs = sklearn_kmeans(x, y, seeds)
         out["sklearn_kmeans_acc"] = {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "per_seed": accs}
         print("sklearn k-means", accs, flush=True)
-    probe = linear_probe(x, y)
+    probe = linear_probe(x, y, c=1.0, max_iter=1000)
     out["linear_probe_acc"] = {"mean": float(np.mean(probe)), "per_fold": probe}
     print("linear probe", probe, flush=True)
     out["methods"] = run_results(args.run) if args.run is not None else []

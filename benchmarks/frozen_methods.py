@@ -64,9 +64,8 @@ def run_one(features: Path, k: int, label: str, seeds: str, params: list[str], w
 def ceiling(features: Path, n_neighbors: int = 20) -> dict:
     """k-NN purity and a 3-fold linear probe of ``features`` (labels used: a ceiling only)."""
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
 
+    from ceilings import PROBE, linear_probe
     from nolabel.items import load_items
     from nolabel.neighbors import knn, neighbor_purity
 
@@ -77,14 +76,12 @@ def ceiling(features: Path, n_neighbors: int = 20) -> dict:
     t0 = time.perf_counter()
     purity = neighbor_purity(knn(x, n_neighbors).indices, y)
     t1 = time.perf_counter()
-    z = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    folds = StratifiedKFold(3, shuffle=True, random_state=0)
-    probe = cross_val_score(LogisticRegression(C=10, max_iter=300), z, y, cv=folds).tolist()
+    probe = linear_probe(x, y)
     return {"features": str(features), "n": int(len(x)), "dim": int(x.shape[1]),
             f"purity@{n_neighbors}": purity, "purity_s": t1 - t0,
             "probe_folds": probe, "probe_mean": float(np.mean(probe)), "probe_std": float(np.std(probe)),
             "probe_s": time.perf_counter() - t1,
-            "probe": "LogisticRegression(C=10, max_iter=300), L2-normalised rows, StratifiedKFold(3, shuffle, seed 0)"}
+            "probe": PROBE}
 
 
 def merge_seeds(s: dict, other_path: Path) -> dict:

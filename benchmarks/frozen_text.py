@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ceilings import linear_probe
 from nolabel import methods
 from nolabel.clustering import make_method, neighbors_needed
 from nolabel.health import health_check, kmeans_reference
@@ -157,18 +158,6 @@ were rerun on 2026-12-01 afternoon with their new default start from the k-means
 The `lsdc` rows of `frozen_text.json` are from the morning's code (one uniform head, random start); LSD-C with its
 new defaults (3 tempered heads from the k-means partition) is in `frozen_text_lsdc.{json,md}` (`--name
 frozen_text_lsdc`; StackOverflow at K 20 with these defaults: `lsdc_large_k.md`, 3 seeds)."""
-
-
-def linear_probe(x: np.ndarray, y: np.ndarray) -> list[float]:
-    """Accuracies of a supervised linear classifier (L2-normalised rows, logistic
-    regression C=10, 3 stratified folds, shuffle seed 0): how far the features can
-    separate the classes at all; uses labels, so it is a ceiling, not a method."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-
-    z = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    folds = StratifiedKFold(3, shuffle=True, random_state=0)
-    return cross_val_score(LogisticRegression(C=10, max_iter=300), z, y, cv=folds).tolist()
 
 
 def write_table(results: dict, name: str) -> None:

@@ -12,6 +12,10 @@ method list), with the label-free health columns.
 
     python benchmarks/uneven.py --features /tmp/c10_r56.npy --ratios 1,10,100 --seeds 0,1,2
     python benchmarks/uneven.py --features /tmp/so_minilm.npy --ratios 1,10,100 --seeds 0,1,2
+
+``--probe`` instead measures, per subset, a supervised linear probe (``ceilings.py``; labels
+used: a ceiling for what the frozen features separate, not a method) into
+``uneven.<features>.probe.json``, shown under the table.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ceilings import PROBE, linear_probe
 from nolabel import methods
 from nolabel.health import health_check, kmeans_reference
 from nolabel.io import write_json
@@ -57,6 +62,8 @@ def main() -> None:
                     help=f"comma list; variants: {', '.join(VARIANTS)}")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--table-only", action="store_true", help="rewrite the markdown from the stored JSON and stop")
+    ap.add_argument("--probe", action="store_true",
+                    help="measure a supervised linear probe per subset (labels: a ceiling), then rewrite the table")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     store = RESULTS / f"uneven.{args.features.stem}.json"
@@ -65,6 +72,16 @@ def main() -> None:
         return
     x_all = np.load(args.features).astype(np.float32)
     y_all = load_items(args.features).labels
+    if args.probe:
+        probes = {}
+        for ratio in [float(r) for r in args.ratios.split(",")]:
+            idx = long_tail(y_all, ratio)
+            probes[f"{args.features.stem} r={ratio:g}"] = linear_probe(x_all[idx], y_all[idx])
+            print(f"r={ratio:g}: linear probe {100 * np.mean(probes[f'{args.features.stem} r={ratio:g}']):.1f}",
+                  flush=True)
+        write_json(_probe_store(args.features.stem), probes)
+        write_table(json.loads(store.read_text()), seeds, args.features.stem)
+        return
     results = json.loads(store.read_text()) if store.exists() else {}
     for ratio in [float(r) for r in args.ratios.split(",")]:
         idx = long_tail(y_all, ratio)
@@ -100,6 +117,10 @@ def save_runs(store: Path, key: str, entry: dict, name: str, runs: list) -> dict
     return results
 
 
+def _probe_store(stem: str) -> Path:
+    return RESULTS / f"uneven.{stem}.probe.json"
+
+
 def est_needs(name: str) -> bool:
     return bool(methods.get(name).needs_neighbors) or name == "lsdc"
 
@@ -124,6 +145,11 @@ def write_table(results: dict, seeds: list[int], stem: str) -> None:
     lines += ["", f"Command: `python benchmarks/uneven.py --features FEATURES/{stem}.npy --ratios 1,10,100 --seeds "
               f"{','.join(map(str, seeds))}` (features from `nolabel embed`; ratio 1 = every class cut to the smallest "
               "class count). Health columns: label-free (`nolabel.health`), NMI to k-means on the same subset."]
+    if _probe_store(stem).exists():  # ceilings, with labels
+        probes = json.loads(_probe_store(stem).read_text())
+        lines += ["", f"Supervised linear probe per subset (labels used: a ceiling, not a method; {PROBE}; "
+                  f"`--probe`): " + "; ".join(f"{key}: {100 * np.mean(folds):.1f} ± {100 * np.std(folds):.1f}"
+                                              for key, folds in probes.items()) + "."]
     table = "\n".join(lines)
     print(table)
     path = RESULTS / f"uneven.{stem}.md"
