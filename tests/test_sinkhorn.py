@@ -42,14 +42,29 @@ def test_equals_reference_iterates(iters):
     np.testing.assert_array_equal(labels.numpy(), ref.argmax(1))
 
 
-def test_default_stopping_rule_is_selas():
+def test_stopping_rule_is_selas_tolerance():
+    """Default: the first iterate within SeLa's tolerance; check_every=10: SeLa's own stopping point."""
     lp = problem(n=2000, k=20, seed=1)
-    q, _ = sinkhorn_knopp(lp, lam=10.0)
-    ref, it = reference(lp.numpy(), 10.0, 0.1)
-    assert it % 10 == 1  # SeLa stops right after a check (iterations 1, 11, 21, ...)
-    np.testing.assert_allclose(q.numpy(), ref, rtol=1e-3, atol=1e-5)
-    np.testing.assert_allclose(q.sum(1).numpy(), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(q.sum(0).numpy(), 100.0, rtol=1e-3)
+    ref, it = reference(lp.numpy(), 10.0, 0.1, check_every=1)
+    selas, selas_it = reference(lp.numpy(), 10.0, 0.1, check_every=10)
+    assert selas_it % 10 == 1 and it <= selas_it  # SeLa stops right after a check (iterations 1, 11, 21, ...)
+    for check_every, expected in ((None, ref), (10, selas)):
+        q, _ = sinkhorn_knopp(lp, lam=10.0, **({} if check_every is None else {"check_every": check_every}))
+        np.testing.assert_allclose(q.numpy(), expected, rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(q.sum(1).numpy(), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(q.sum(0).numpy(), 100.0, rtol=1e-3)
+
+
+def test_stops_at_first_iterate_within_tolerance():
+    lp = problem(n=3000, k=30, seed=4)
+    _, it = reference(lp.numpy(), 10.0, 0.1, check_every=1)
+    _, selas_it = reference(lp.numpy(), 10.0, 0.1, check_every=10)
+    assert it < selas_it  # the problem is one where checking every iteration stops sooner
+    from nolabel.nn.sinkhorn import _marginals, solve_inplace
+
+    out = np.empty((3000, 30), dtype=np.float32)
+    assert solve_inplace(lp.numpy(), out, 10.0, 0.1, 1000, 1, _marginals(None, 30)) == it
+    assert solve_inplace(lp.numpy(), out, 10.0, 0.1, 1000, 10, _marginals(None, 30)) == selas_it
 
 
 def test_non_uniform_marginals():
