@@ -150,9 +150,9 @@ most N/2K, eigenvectors joined; `nolabel/methods/spectral.py`), no longer the 50
 `scan+selflabel` starts from the SCAN fitted for the `scan` row with the same seed (as `--then` does), so its
 s/seed counts both. The supervised linear probe (`--probe`: logistic regression on the labels, 3 folds) is a
 ceiling for what the frozen features separate, not a method. A row with fewer than 3 seeds did not fit in the
-session's time; rerunning the command resumes the grid where it stopped. Missing at this commit (2026-12-01,
-out of time on the shared 2-core machine): seed 2 of `temi` (seed 1 ran 22:30-23:15 UTC), seeds 1 and 2 of `lsdc`
-here (its current default has them in `frozen_text_lsdc`). `scan`, `scan+selflabel` and `sela`
+session's time; rerunning the command resumes the grid where it stopped. `temi` seed 1 ran 2026-12-01
+22:30-23:15 UTC, seed 2 on 2026-12-02 00:15-00:54 UTC (same defaults). Missing: seeds 1 and 2 of `lsdc` here (its
+current default has them in `frozen_text_lsdc`). `scan`, `scan+selflabel` and `sela`
 were rerun on 2026-12-01 afternoon with their new default start from the k-means partition (`init="kmeans"`);
 `temi` (seed 0) ran on 2026-12-01 evening with its new default `init="both"` (half the heads from that partition).
 The `lsdc` rows of `frozen_text.json` are from the morning's code (one uniform head, random start); LSD-C with its
