@@ -41,6 +41,7 @@ SETS = [
     'CIFAR-10 R56 K 100 (overclustering)=benchmarks/results/lsdc_large_k.json:c10k100',
     'CIFAR-10 lite0 (centre crop)=benchmarks/results/frozen_lite0.json:cifar10_test_lite0',
     'CIFAR-10 lite0 (whole frame)=benchmarks/results/frozen_lite0_whole.json:c10_lite0_whole',
+    'CIFAR-10 lite2 (whole frame)=benchmarks/results/frozen_lite2_whole.json:c10_lite2_whole',
 ]
 #: the paragraph under the table of ``results/summary.md``
 NOTE = ("Settings: every row is the method's default at the time it ran; the notes of `uneven.*.md` say which code. "
