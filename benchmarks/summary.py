@@ -51,8 +51,8 @@ NOTE = ("Settings: every row is the method's default at the time it ran; the not
         "`LSD-C run` and `K 100` rows (3 seeds each; `lsdc-before` is the head before the large-K fix); the lite0 "
         "whole-frame rows. Earlier defaults: the lsdc rows of the four text sets (one uniform head, random start; one "
         "seed), whose new-default runs are the `LSD-C now` rows and the `LSD-C run` row (StackOverflow), and the lite0 "
-        "centre-crop temi and lsdc rows (random start). temi with `init=\"both\"`: seeds 0-2 on the text sets, seed 0 "
-        "only on lite0 whole frame. Splits: CIFAR-10 test (the supervised "
+        "centre-crop temi and lsdc rows (random start). temi with `init=\"both\"`: seeds 0-2 on the text sets and on lite0 "
+        "whole frame. Splits: CIFAR-10 test (the supervised "
         "ResNet-56 features are a correctness check, not an unsupervised result; lite0: ImageNet weights, centre crop "
         "or whole frame); all items of each text file; ratio-r sets are fixed long-tailed subsets (`benchmarks/uneven.py`).")
 
