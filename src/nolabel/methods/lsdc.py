@@ -84,12 +84,13 @@ and 52.6, seeds 0-2): the three heads agree there (AG News: kappa 0.818 each, 1.
 the in-batch kNN graph, whose k = 50 of 256 at K = 4 reaches about the 1,500th neighbour over the
 data. ``batches="groups"`` (the mined 20-NN relation added), compared with labels against this
 default (benchmarks/results/frozen_text_lsdc.md, uneven.*.md, lsdc_large_k.md; seeds 0-2 unless
-stated): AG News 82.8 +- 0.5, Biomedical 52.8 +- 0.1 (2 seeds), SearchSnippets 79.6 (79.1, 2 seeds
-each); StackOverflow at imbalance 10 64.3 (63.4) and 100 60.9 (58.6); CIFAR-10 ResNet-56 at
-imbalance 10 83.7 (84.0) and 100 69.1 (68.8); StackOverflow K 20 68.5 / 68.6 with the largest
-cluster 2.92x / 3.12x (2 seeds; default 68.2, up to 3.14x); CIFAR K 100 many-to-one 83.2 with
-3.4-4.6x (83.1 with 3.0-4.3x). Better or equal on the text sets and StackOverflow, 0.3 lower at
-CIFAR imbalance 10, looser at K 100 and still under k-means on AG News, so it is not the default.
+stated): AG News 82.8 +- 0.5 (79.9), Biomedical 52.0 +- 1.1 (50.3), SearchSnippets 79.4 +- 0.4
+(78.9); StackOverflow at imbalance 10 64.3 (63.4) and 100 60.9 (58.6); CIFAR-10 ResNet-56 at
+imbalance 10 83.7 (84.0) and 100 69.1 (68.8); StackOverflow K 20 68.8 +- 0.4 with the largest
+cluster 2.92x / 3.12x / 3.00x (default 68.2, up to 3.14x); CIFAR K 100 many-to-one 83.2 with
+3.4-4.6x (83.1 with 3.0-4.3x). Better on the text sets and StackOverflow, 0.3 lower at CIFAR
+imbalance 10, looser at K 100 and still under k-means on AG News and Biomedical (83.6, 52.6), so it
+is not the default.
 
 Whole network (``LSDC.for_network(...).fit_dataset(dataset, backbone)``, :mod:`.network`),
 one linear head, per batch, as the authors' code does it (github.com/srebuffi/lsd-clusters):
