@@ -76,9 +76,8 @@ def main() -> None:
         probes = {}
         for ratio in [float(r) for r in args.ratios.split(",")]:
             idx = long_tail(y_all, ratio)
-            probes[f"{args.features.stem} r={ratio:g}"] = linear_probe(x_all[idx], y_all[idx])
-            print(f"r={ratio:g}: linear probe {100 * np.mean(probes[f'{args.features.stem} r={ratio:g}']):.1f}",
-                  flush=True)
+            folds = probes[f"{args.features.stem} r={ratio:g}"] = linear_probe(x_all[idx], y_all[idx])
+            print(f"r={ratio:g}: linear probe {100 * np.mean(folds):.1f}", flush=True)
         write_json(_probe_store(args.features.stem), probes)
         write_table(json.loads(store.read_text()), seeds, args.features.stem)
         return

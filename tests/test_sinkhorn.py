@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from nolabel.nn.sinkhorn import sinkhorn_knopp
+from nolabel.nn.sinkhorn import _marginals, sinkhorn_knopp, solve_inplace
 
 
 def reference(log_p, lam, tol, max_iter=1000, marginals=None, check_every=10):
@@ -60,8 +60,6 @@ def test_stops_at_first_iterate_within_tolerance():
     _, it = reference(lp.numpy(), 10.0, 0.1, check_every=1)
     _, selas_it = reference(lp.numpy(), 10.0, 0.1, check_every=10)
     assert it < selas_it  # the problem is one where checking every iteration stops sooner
-    from nolabel.nn.sinkhorn import _marginals, solve_inplace
-
     out = np.empty((3000, 30), dtype=np.float32)
     assert solve_inplace(lp.numpy(), out, 10.0, 0.1, 1000, 1, _marginals(None, 30)) == it
     assert solve_inplace(lp.numpy(), out, 10.0, 0.1, 1000, 10, _marginals(None, 30)) == selas_it

@@ -59,8 +59,8 @@ def sinkhorn_knopp(
 
     ``Q`` (..., N, K) float32 has rows summing to 1 and columns summing to about
     ``N * marginals`` (SeLa's tolerance ``tol`` on ``sum_i |c_i / c_new_i - 1|``, measured
-    every ``check_every`` iterations; at most ``max_iter`` iterations); ``labels = argmax_k Q`` (..., N) int64. ``marginals`` (K,)
-    is a probability vector over the clusters (default uniform). Leading dimensions are
+    every ``check_every`` iterations; at most ``max_iter`` iterations); ``labels = argmax_k Q``
+    (..., N) int64. ``marginals`` (K,) is a probability vector over the clusters (default uniform). Leading dimensions are
     independent problems (e.g. one per head). ``Q`` and ``labels`` are on the input's device.
     """
     device = log_probs.device
