@@ -157,6 +157,17 @@ def test_bad_input_is_a_clear_error(name, blobs):
         make(name).predict(x)
 
 
+@pytest.mark.parametrize("name", ["sela", "lsdc"])
+def test_head_choice_on_fewer_items_than_its_neighbour_graph(name, blobs):
+    """The tempered heads are chosen on a 20-NN graph mined inside ``fit`` when none is
+    given; a 12-item set gets the 11-NN instead of an error about a k the user never set."""
+    x, y, _ = blobs
+    rows = np.concatenate([np.flatnonzero(y == c)[:4] for c in range(3)])
+    est = make(name, k=3, **({"view": "perturb"} if name == "lsdc" else {})).fit(x[rows], None)
+    assert len(est.head_losses_) == FAST[name].get("n_heads", 3)
+    assert hungarian_acc(y[rows], est.predict(x[rows])) == 1.0
+
+
 def test_registry_lists_every_method():
     assert {"kmeans", "scan", "selflabel", "temi", "sela", "lsdc"} <= set(methods.names())
 

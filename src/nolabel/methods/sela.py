@@ -56,13 +56,12 @@ import torch.nn.functional as F
 
 from ..errors import NolabelError, check_choice
 from ..nn.losses import balanced_cross_entropy
-from ..neighbors import knn
 from ..nn.sinkhorn import sinkhorn_knopp
 from ..train import distributed as D
 from . import register
 from .heads_base import HeadMethod, kmeans_size_prior, make_optimizer, perturb
 from .kmeans_start import INITS, KMeansStart, distill_start_, kmeans_heads, kmeans_start, split_alphas
-from .size_prior import SELECT_NEIGHBORS, profile_alphas, select_head, tempered_profiles
+from .size_prior import profile_alphas, select_head, selection_neighbors, tempered_profiles
 
 MARGINALS = ("tempered", "kmeans", "uniform")
 from .network import HeadLosses, Network, NetworkMethod
@@ -168,7 +167,7 @@ class SeLa(NetworkMethod, HeadMethod):
         self._run_epochs(len(X), step)
         if self.marginals == "tempered":
             if neighbors is None:
-                neighbors = knn(x, SELECT_NEIGHBORS, device=self._device, seed=self.seed).indices
+                neighbors = selection_neighbors(x, self._device, self.seed)
             best, self.head_losses_ = select_head(self._all_labels(head, X), self._neighbors(neighbors), self.n_clusters)
             self.head_losses_ = [-q for q in self.head_losses_]
         else:

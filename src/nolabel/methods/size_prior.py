@@ -36,7 +36,10 @@ to choose): the rule keeps a head of 75.3 ACC on CIFAR-10 ResNet-56 at imbalance
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from ..neighbors import knn
 
 #: the largest tempering exponent of the size profiles
 MAX_ALPHA = 1.0
@@ -84,6 +87,12 @@ def neighbor_kappa(neighbors: torch.Tensor, labels: torch.Tensor, n_clusters: in
         p_e = float((a**2).sum())
         out[h] = (p_o - p_e) / (1.0 - p_e) if p_e < 1.0 - 1e-12 else 0.0
     return out.reshape(labels.shape[:-1])
+
+
+def selection_neighbors(x: np.ndarray, device: torch.device | str | None, seed: int) -> np.ndarray:
+    """The k-NN graph :func:`select_head` reads when the method was given none: the first
+    ``SELECT_NEIGHBORS`` cosine neighbours of each row (fewer on a set that has fewer rows)."""
+    return knn(x, min(SELECT_NEIGHBORS, len(x) - 1), device=device, seed=seed).indices
 
 
 def select_head(logits: torch.Tensor, neighbors: torch.Tensor, n_clusters: int | None = None) -> tuple[int, list[float]]:
