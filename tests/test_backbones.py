@@ -457,7 +457,7 @@ def test_network_probe_sees_a_listening_port_and_is_bounded_otherwise(monkeypatc
 
 
 def test_spec_errors_are_one_line_nolabel_errors():
-    with pytest.raises(NolabelError, match="known prefixes: clip:, efficientnet-lite0:, efficientnet-lite1:, efficientnet-lite2:, hf:, local:, pixels:, st:, timm:, tv:"):
+    with pytest.raises(NolabelError, match="known: clip:, efficientnet-lite0, efficientnet-lite1, efficientnet-lite2, hf:, local:, pixels, st:, timm:, tv:"):
         backbones.get("bogus:thing")
     with pytest.raises(NolabelError, match="options for tv: weights"):
         backbones.get("tv:resnet18?pretrained=false")

@@ -574,12 +574,11 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 
 def check_backbone(spec: str) -> None:
     """Fail fast on an unknown backbone prefix or a missing ``local:`` checkpoint (before any data is read)."""
-    from .backbones.spec import adapters, parse_spec
+    from .backbones.spec import adapters, parse_spec, unknown_backbone
 
     parsed = parse_spec(spec)
     if parsed.prefix not in adapters:
-        known = ", ".join(f"{name}:" for name in adapters.names())
-        raise NolabelError(f"unknown backbone {spec!r}; known prefixes: {known} (see `nolabel list backbones`)")
+        raise unknown_backbone(spec)
     if parsed.prefix == "pixels":  # cheap to build: checks its size and options
         from . import backbones
 

@@ -28,7 +28,7 @@ from . import efficientnet, hf, local, openclip_, packaged, pixels, text, timm_,
 from .archs import archs
 from .base import Backbone
 from .local import load_backbone_checkpoint, save_backbone_checkpoint
-from .spec import Spec, adapters, parse_spec
+from .spec import Spec, adapters, parse_spec, unknown_backbone
 
 MODALITIES = ("image", "text", "vector")
 DEFAULTS = {"image": "efficientnet-lite0", "text": "st:all-MiniLM-L6-v2", "vector": "pixels"}
@@ -55,8 +55,7 @@ def get(spec: str, device: Optional[str | torch.device] = None, modality: Option
     """
     parsed = parse_spec(spec)
     if parsed.prefix not in adapters:
-        known = ", ".join(f"{a.prefix}:" for _, a in _adapters())
-        raise NolabelError(f"unknown backbone {spec!r}; known prefixes: {known} (see `nolabel list backbones`)")
+        raise unknown_backbone(spec)
     entry = adapters.get(parsed.prefix)
     if modality is not None and modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")

@@ -94,6 +94,14 @@ class Adapter:
 adapters: Registry[Adapter] = Registry("backbone prefix")
 
 
+def unknown_backbone(spec: str) -> NolabelError:
+    """The one-line error for a spec whose prefix no adapter has: every prefix, written as a
+    spec starts (``timm:``, ``local:``; ``pixels`` and ``efficientnet-lite0`` are whole names)."""
+    known = ", ".join(a.prefix + (":" if a.pattern.startswith(a.prefix + ":") else "")
+                      for a in map(adapters.get, adapters.names()))
+    return NolabelError(f"unknown backbone {spec!r}; known: {known} (see `nolabel list backbones`)")
+
+
 def adapter(prefix: str, pattern: str, modalities: tuple[str, ...], options: tuple[str, ...] = ()):
     """Decorator registering ``build(spec, modality)`` under ``prefix``; its docstring's first line is the doc."""
 
