@@ -81,7 +81,7 @@ K, so it bounds the argmax sizes only loosely. Two more tried on CIFAR K 100 (se
 2026-12-02, not kept): the size term on sharpened predictions ``softmax(logits / 0.25)``
 brought the largest cluster from 3.9x to 3.0x but many-to-one ACC from 82.9 to 82.2 (k-means
 82.6); relabelling the kept head's predictions by Sinkhorn-Knopp to its size profile held every
-cluster under 1.5x and lost 1.7 to 2.1 points (81.2 and 80.8 at lam 25 and 10).
+cluster within 1.5x and lost 1.7 to 2.1 points (81.2 and 80.8 at lam 25 and 10).
 
 Below k-means on AG News and Biomedical MiniLM features (79.9 +- 0.4 and 50.3 +- 0.5 against 83.6
 and 52.6, seeds 0-2): the three heads agree there (AG News: kappa 0.818 each, 1.2x), so the cause is
