@@ -119,3 +119,43 @@ def test_output_into_a_closed_pipe_ends_without_a_traceback():
     proc.stdout.close()  # the reader is gone before the help is written, as with `| head -0`
     err = proc.stderr.read().decode()
     assert proc.wait() != 0 and "Traceback" not in err, err[-800:]
+
+
+def test_cluster_estimates_k_when_asked(tmp_path):
+    """`cluster --k auto` picks K without labels, as `run` does, and keeps the estimate beside the results."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(8)[:3] * 5.0
+    x = np.concatenate([rng.normal(c, 0.2, size=(40, 8)) for c in centres]).astype(np.float32)
+    np.save(tmp_path / "blobs.npy", x)
+    out = nolabel("cluster", tmp_path / "blobs.npy", "--k", "auto", "--k-max", "8", "-o", tmp_path / "res").stdout
+    assert "k: estimated 3 clusters" in out
+    assert json.loads((tmp_path / "res" / "k_estimate.json").read_text())["k"] == 3
+    labels = [line.split(",")[1] for line in (tmp_path / "res" / "seed0" / "assignment.csv").read_text().splitlines()[1:]]
+    assert len(set(labels)) == 3
+    assert_user_error(nolabel("cluster", tmp_path / "blobs.npy", "--k", "many", check=False), "'many'", "auto")
+
+
+def test_embed_without_a_backbone_says_which_it_used(tmp_path):
+    """No --backbone: the data's default, as `nolabel run` picks it, named on the console and in the sidecar."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from nolabel.backbones import default_for
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray((rng.random((24, 24, 3)) * 255).astype("uint8")).save(folder / f"{i}.png")
+    feats = tmp_path / "p.npy"
+    out = nolabel("embed", folder, "--out", feats).stdout
+    spec = default_for("image")
+    assert f"backbone: {spec} (the default for image data" in " ".join(out.split())
+    assert json.loads((tmp_path / "p.json").read_text())["backbone"]["spec"] == spec
+    assert np.load(feats).shape[0] == 4

@@ -47,7 +47,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 @app.command()
 def embed(
     data: str = typer.Argument(..., help="Data: a folder of images, a .txt/.csv of texts, a .mat/.npy file, 'digits', or FORMAT:DIR such as mnist:DIR."),
-    backbone: str = typer.Option(..., "--backbone", "-b", help="Feature extractor spec, e.g. timm:vit_small_patch16_224.dino, tv:resnet50, st:all-MiniLM-L6-v2, local:PATH, pixels."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Feature extractor spec, e.g. timm:vit_small_patch16_224.dino, tv:resnet50, st:all-MiniLM-L6-v2, local:PATH, pixels (default: as for `nolabel run`, efficientnet-lite0 for images)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output .npy file (a .json sidecar and .items.npz are written beside it)."),
     split: str = typer.Option(RUN_DEFAULTS.split, help="Split for benchmark formats (mnist:, cifar10:, stl10: ...)."),
     batch_size: int = typer.Option(RUN_DEFAULTS.batch_size, help="Items per forward pass."),
@@ -64,11 +64,15 @@ def embed(
     from .items import save_items
     from .pipeline import check_backbone
 
-    check_backbone(backbone)
+    if backbone is not None:
+        check_backbone(backbone)
     if out.is_dir():
         raise NolabelError(f"--out {out} is a folder; give the .npy file to write")
     options = {"text_columns": int(text_column) if text_column.lstrip("-").isdigit() else text_column} if text_column else {}
     dataset = load_dataset(data, split=split, **options)
+    if backbone is None:
+        backbone = backbones.default_for(dataset.modality)
+        console.print(f"backbone: {backbone} (the default for {dataset.modality} data; pass --backbone to change it)")
     from .features_sharded import join_torchrun
 
     join_torchrun(device)  # under torchrun: each process embeds its shards of the rows
@@ -196,7 +200,8 @@ def default_neighbors_path(features: Path, k: int) -> Path:
 def cluster(
     features: Path = typer.Argument(..., help="Embeddings .npy written by `nolabel embed`."),
     method: str = typer.Option("kmeans", "--method", "-m", help="Clustering method (see `nolabel list methods`)."),
-    k: int = typer.Option(..., "--k", "-k", help="Number of clusters."),
+    k: str = typer.Option(..., "--k", "-k", help="Number of clusters, or 'auto' to estimate it without labels (as `nolabel run` does)."),
+    k_max: Optional[int] = typer.Option(None, "--k-max", help="--k auto: the largest K tried (default min(N/10, max(50, 2 sqrt N), 1000))."),
     neighbors_file: Optional[Path] = typer.Option(None, "--neighbors", help="k-NN .npz from `nolabel neighbors` (otherwise methods that need neighbours mine them in memory)."),
     param: list[str] = typer.Option([], "--param", "-p", help="Hyper-parameter METHOD.NAME=VALUE (repeatable; NAME=VALUE means --method), e.g. -p scan.epochs=50."),
     seeds: str = typer.Option("0", help="Comma-separated seeds; with several, metrics are reported as mean +- std."),
@@ -206,6 +211,7 @@ def cluster(
     """Cluster precomputed embeddings; score against labels when the data has them."""
     from . import methods
     from .clustering import fit_seeds
+    from .io import write_json
 
     owners = (method, then) if then else (method,)
     params: dict = {}
@@ -215,10 +221,41 @@ def cluster(
     out = out or features.with_name(features.name.removesuffix(".npy") + f".{method}{'+' + then if then else ''}")
     if out.exists() and not out.is_dir():
         raise NolabelError(f"--out {out} is a file; give a folder for the results")
-    summary = fit_seeds(features, method, k, params.get(method, {}), seed_list, then=then, neighbors_path=neighbors_file,
-                        out_dir=out, then_params=params.get(then, {}) if then else None)
+    x, estimate = None, None
+    if k.strip().lower() == "auto":
+        x, estimate = _estimate_k(features, k_max, seed_list[0])
+        n_clusters = estimate["k"]
+    elif k.strip().isdigit():
+        n_clusters = int(k)
+    else:
+        raise NolabelError(f"--k must be an integer >= 2 or 'auto', got {k!r}")
+    summary = fit_seeds(features, method, n_clusters, params.get(method, {}), seed_list, then=then,
+                        neighbors_path=neighbors_file, out_dir=out, then_params=params.get(then, {}) if then else None, x=x)
+    if estimate is not None:
+        write_json(out / "k_estimate.json", estimate)
     print_summary(summary)
     console.print(f"results -> {out}")
+
+
+def _estimate_k(features: Path, k_max: int | None, seed: int) -> tuple:
+    """``--k auto`` for ``cluster``: the embeddings (float32) and :func:`~nolabel.kestimate.estimate_k`
+    as a dict, its pick and any range-edge warning printed."""
+    import warnings
+    from dataclasses import asdict
+
+    from .features import load_features
+    from .kestimate import estimate_k
+    from .memory import as_float32
+
+    x = as_float32(load_features(features).array)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the edge warning is printed below, once
+        estimate = asdict(estimate_k(x, k_max=k_max, seed=seed))
+    console.print(f"k: estimated {estimate['k']} clusters ({estimate['method']}, "
+                  f"K {estimate['candidates'][0]}..{estimate['candidates'][-1]})")
+    if estimate["details"].get("edge"):
+        console.print(f"warning: {estimate['details']['edge']}")
+    return x, estimate
 
 
 def method_params(pairs: list[str], target, default: str | None, allowed: tuple[str, ...],
