@@ -139,7 +139,8 @@ CASES = [
     ("param-unknown-name", lambda w: _run_args(w, "-p", "kmeans.bogus=1"), "bogus", lambda w: _api_run(w, params={"kmeans": {"bogus": 1}})),
     ("param-no-method-with-several", lambda w: _run_args(w, "--methods", "kmeans,temi", "-p", "lr=1e-3"), "name the method", None),
     ("param-other-method", lambda w: _run_args(w, "-p", "scan.lr=1e-4"), "scan", lambda w: _api_run(w, params={"scan": {"lr": 1e-4}})),
-    ("neighbours-more-than-items", lambda w: _run_args(w, "-m", "temi"), "temi.n_neighbors", lambda w: _api_run(w, methods="temi")),
+    ("neighbours-more-than-items", lambda w: _run_args(w, "-m", "temi", "-p", "temi.n_neighbors=40"), "temi.n_neighbors",
+     lambda w: _api_run(w, methods="temi", params={"temi": {"n_neighbors": 40}})),
     ("text-column-on-images", lambda w: _run_args(w, "--text-column", "body"), "--text-column", lambda w: _api_run(w, text_column="body")),
     ("text-all-blank", lambda w: ["run", w.blank, "--k", "2", "-b", "st:all-MiniLM-L6-v2", "--out", w.root / "out"], "blank",
      lambda w: lambda: load_dataset(str(w.blank))),
@@ -148,7 +149,7 @@ CASES = [
     ("cluster-param-word", lambda w: ["cluster", w.run / load_run(w.run).manifest["features"], "--k", "3", "-p", "n_init=many"],
      "kmeans.n_init=many", None),
     ("cluster-neighbours-more-than-items", lambda w: ["cluster", w.run / load_run(w.run).manifest["features"], "--k", "3", "-m", "temi",
-                                                     "--out", w.root / "cl"], "temi.n_neighbors", None),
+                                                     "-p", "n_neighbors=40", "--out", w.root / "cl"], "temi.n_neighbors", None),
     ("unknown-option", lambda w: _run_args(w, "--bogus"), "--bogus", None),
     ("data-missing", lambda w: ["run", w.root / "nothing-here", "--k", "3", "--out", w.root / "out"], "nothing-here",
      lambda w: lambda: Pipeline(data=str(w.root / "nothing-here"), k=3, out=w.root / "out-api").fit(progress=False, log=quiet)),
@@ -242,6 +243,19 @@ def test_gray_looking_photo_in_a_colour_set_runs(world):
     from nolabel.features import load_features
 
     assert load_features(world.run / run.manifest["features"]).array.shape == (25, 3 * 8 * 8)
+
+
+def test_small_set_runs_neighbour_methods_with_their_defaults(world, tmp_path):
+    """25 items: TEMI's default 50 neighbours and SCAN's 20 become 24 (logged), and the run clusters
+    the three colours; only a count the user set is refused (the cases above)."""
+    lines = []
+    run = Pipeline(data=str(world.photos), backbone="pixels", methods=["temi", "scan"], k=3, out=tmp_path / "run",
+                   params={"temi": {"epochs": 3}, "scan": {"epochs": 3}}).fit(progress=False, log=lines.append)
+    assert "note: temi: 25 items, fewer than its default 50 neighbours per item: using 24" in lines
+    assert "note: scan: 25 items, fewer than its default 20 neighbours per item: using 24" not in lines
+    for result in run.manifest["results"]:
+        assert len(run.assignment(result["name"]).clusters) == 25
+        assert result["metrics"]["acc"]["mean"] >= 0.95, result["name"]  # three plain colours (and one grey picture)
 
 
 def test_finite_huge_values_are_not_zeros(tmp_path):

@@ -58,6 +58,24 @@ def neighbors_needed(estimator) -> int | None:
     return type(estimator).neighbors_needed(estimator.get_params()) or None
 
 
+def fit_neighbors_to_size(method: str, params: dict[str, Any], n: int) -> tuple[dict[str, Any], str | None]:
+    """``method``'s parameters for a data set of ``n`` items. A neighbour count the method
+    takes by default (SCAN 20, TEMI 50, ...) that is not below ``n`` becomes ``n - 1``, and a
+    note says so; one the user set raises a one-line error. Returns the parameters and the
+    note (None when nothing changed)."""
+    klass = methods.get(method)
+    need = klass.neighbors_needed(params)
+    if not need or need < n:
+        return params, None
+    if "n_neighbors" in params or "n_neighbors" not in inspect.signature(klass.__init__).parameters:
+        raise NolabelError(f"{method} uses {need} neighbours per item but the data set has only {n} items; "
+                           f"pass -p {method}.n_neighbors=M with M <= {n - 1} (or use more data)")
+    if n < 2:
+        raise NolabelError(f"{method} needs neighbours, and the data set has {n} item")
+    note = f"{method}: {n} items, fewer than its default {need} neighbours per item: using {n - 1}"
+    return {**params, "n_neighbors": n - 1}, note
+
+
 def resolve_neighbors(x: np.ndarray, k: int, neighbors_path: Path | None) -> np.ndarray:
     """The first ``k`` columns of the given k-NN file, or the ``k``-NN of ``x`` mined here (not saved)."""
     from .neighbors import Neighbors, knn
@@ -74,9 +92,6 @@ def fit_one(method: str, n_clusters: int, params: dict[str, Any], seed: int, x: 
     """Build and fit the estimator for one seed (neighbours from ``neighbors_path`` or mined)."""
     est = make_method(method, n_clusters, params, seed, then, then_params)
     k = neighbors_needed(est)
-    if k and k >= len(x):
-        raise NolabelError(f"{method} uses {k} neighbours per item but there are only {len(x)} items; "
-                           f"pass -p {method}.n_neighbors=M with M <= {len(x) - 1} (or use more data)")
     return est.fit(x, resolve_neighbors(x, k, neighbors_path) if k else None)
 
 
@@ -133,6 +148,9 @@ def fit_seeds(
     if x is None:
         x = as_float32(load_features(features_path).array)  # a large memory map stays one
     items = load_items(features_path)
+    params, note = fit_neighbors_to_size(method, params, len(x))
+    if note:
+        warnings.warn(note, UserWarning, stacklevel=2)
     reference = None  # k-means labels for the health check, computed once
     per_seed = []
     for seed in seeds:

@@ -164,7 +164,7 @@ class Pipeline:
             x = as_float32(np.load(features_path, mmap_mode="r"))  # a large memory map stays one
             k = self._resolve_k(x, features_path, log)
             self.manifest["k"] = k
-            needed = self._neighbors_needed(k, len(x))
+            needed = self._neighbors_needed(k, len(x), log)
             self.manifest["neighbors"] = None
             if needed:
                 self.manifest["neighbors"] = self._rel(self._neighbors_stage(features_path, x, needed, log))
@@ -303,20 +303,21 @@ class Pipeline:
             log(f"warning: {estimate['details']['edge']}")
         return int(estimate["k"])
 
-    def _neighbors_needed(self, k: int, n: int) -> int:
-        """The most neighbours any method of the run needs (0: none); each must be < ``n``."""
+    def _neighbors_needed(self, k: int, n: int, log) -> int:
+        """The most neighbours any method of the run needs (0: none); each must be < ``n``: a
+        method's default count that is not becomes ``n - 1`` in its parameters (logged,
+        :func:`~nolabel.clustering.fit_neighbors_to_size`)."""
         from . import methods
+        from .clustering import fit_neighbors_to_size
 
         needs = []
         for entry in self.config.methods:
             method, _ = self._split(entry)  # a second stage reads its base's neighbours
-            need = methods.get(method).neighbors_needed(self.config.params.get(method, {}))
-            if need >= n:
-                raise NolabelError(
-                    f"{method} uses {need} neighbours per item but the data set has only {n} items; "
-                    f"pass -p {method}.n_neighbors=M with M <= {n - 1} (or use more data)"
-                )
-            needs.append(need)
+            params, note = fit_neighbors_to_size(method, self.config.params.get(method, {}), n)
+            if note:
+                self.config.params = {**self.config.params, method: params}
+                log(f"note: {note}")
+            needs.append(methods.get(method).neighbors_needed(params))
         if self.config.n_neighbors is not None and max(needs, default=0):
             if self.config.n_neighbors >= n:
                 raise NolabelError(f"n_neighbors {self.config.n_neighbors} needs more than the {n} items of the data set; use at most {n - 1}")

@@ -143,7 +143,7 @@ class Spectral(ClusterMethod):
         emb /= np.sqrt(len(self.scales_))
         labels = KMeans(self.n_clusters, n_init=self.n_init, random_state=int(self.seed)).fit_predict(emb)
         self.n_votes_ = self.scales_[len(self.scales_) // 2]
-        self.train_ = torch.nn.functional.normalize(torch.from_numpy(np.asarray(x, dtype=np.float32)), dim=1).half()
+        self.train_ = torch.nn.functional.normalize(torch.from_numpy(np.array(x, dtype=np.float32)), dim=1).half()
         self.train_labels_ = torch.from_numpy(labels.astype(np.int64))
 
     @torch.no_grad()
