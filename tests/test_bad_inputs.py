@@ -112,6 +112,9 @@ CASES = [
     ("seed-word", lambda w: _run_args(w, "--seeds", "0,x"), "'x'", lambda w: _api_run(w, seeds=["x"])),
     ("k-word", lambda w: _run_args(w, "--k", "abc"), "abc", lambda w: _api_run(w, k="abc")),
     ("k-one", lambda w: _run_args(w, "--k", "1"), "at least 2", lambda w: _api_run(w, k=1)),
+    ("k-above-items", lambda w: _run_args(w, "--k", "40"), "40 clusters from 25", lambda w: _api_run(w, k=40)),
+    ("seed-repeated", lambda w: _run_args(w, "--seeds", "0,1,0"), "seed 0 is given twice", lambda w: _api_run(w, seeds=[0, 1, 0])),
+    ("method-typo", lambda w: _run_args(w, "--methods", "kmeans,scna"), "'scna'", lambda w: _api_run(w, methods="kmeans,scna")),
     ("out-is-a-file", lambda w: ["run", w.photos, "--k", "3", "--out", w.afile], "is a file",
      lambda w: lambda: Pipeline(data=str(w.photos), k=3, out=w.afile).fit(progress=False, log=quiet)),
     ("export-to-a-file", lambda w: ["export", w.run, "--to", w.afile], "is a file",
@@ -243,6 +246,13 @@ def test_gray_looking_photo_in_a_colour_set_runs(world):
     from nolabel.features import load_features
 
     assert load_features(world.run / run.manifest["features"]).array.shape == (25, 3 * 8 * 8)
+
+
+def test_k_above_the_items_fails_before_the_features(world, tmp_path):
+    """The item count is known once the data is listed: a K above it costs no extraction."""
+    with pytest.raises(NolabelError, match="40 clusters from 25"):
+        Pipeline(data=str(world.photos), k=40, out=tmp_path / "run").fit(progress=False, log=quiet)
+    assert not list((tmp_path / "run").rglob("features*.npy"))
 
 
 def test_small_set_runs_neighbour_methods_with_their_defaults(world, tmp_path):

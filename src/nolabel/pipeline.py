@@ -78,12 +78,15 @@ class RunConfig:
             raise NolabelError(f"--k must be at least 2, got {self.k}")
         self.seeds = check_seeds(self.seeds)
         named = {part for entry in self.methods for part in entry.split("+")} | {self.then}
+        from . import methods
+
+        for name in sorted(n for n in named if n):  # a typo fails before any feature is extracted
+            methods.get(name)
         if not isinstance(self.params, dict) or not all(isinstance(v, dict) for v in self.params.values()):
             raise NolabelError("params must map each method to its NAME: VALUE settings, e.g. {scan: {lr: 1e-4}}")
         unknown = sorted(set(self.params) - named)
         if unknown:
             raise NolabelError(f"params given for methods not in the run: {', '.join(unknown)}")
-        from . import methods
         from .params import coerce_params
 
         self.params = {name: coerce_params(methods.get(name), values, name) for name, values in self.params.items()}
@@ -124,6 +127,8 @@ def check_seeds(seeds: Any) -> list[int]:
             raise NolabelError(f"seeds must be integers, got {seed!r}")
         if not 0 <= int(text) <= MAX_SEED:
             raise NolabelError(f"seed {text} is out of range: seeds are integers from 0 to {MAX_SEED}")
+        if int(text) in out:
+            raise NolabelError(f"seed {text} is given twice: each seed is one more run (a repeated one would shrink the std)")
         out.append(int(text))
     if not out:
         raise NolabelError("no seed given: pass --seeds 0 (or 0,1,2)")
@@ -269,6 +274,8 @@ class Pipeline:
         if not self._cached(stage, "features", settings, lambda: _features_problem(path), log):
             t0 = time.perf_counter()
             dataset = self.dataset()
+            if isinstance(cfg.k, int) and cfg.k > len(dataset):  # before the features, not after
+                raise NolabelError(f"cannot make {cfg.k} clusters from {len(dataset)} samples: lower --k")
             log(f"features: {cfg.backbone} on {len(dataset)} {dataset.modality} items")
             model = backbones.get(cfg.backbone, device=cfg.device, modality=dataset.modality)
             extract_features(dataset, model, path, batch_size=cfg.batch_size, normalize=cfg.normalize, progress=progress)
