@@ -1,5 +1,6 @@
 """Feature-extraction speed of EfficientNet-Lite0 (or ``--models`` lite0,lite1,lite2) against a
-bare timm forward loop, and 20-NN purity per input size, on a class-balanced CIFAR-10 test subset.
+bare timm forward loop, and 20-NN purity per input size, on a class-balanced subset of a labelled
+image set (``--data``: CIFAR-10 test by default; any ``nolabel`` data spec, e.g. ``mnist:DIR`` or a ``.mat``).
 
     .venv/bin/python benchmarks/extract.py                     # 100 images per class, sizes 224,160,128
     .venv/bin/python benchmarks/extract.py --per-class 20 --sizes 160   # quick look
@@ -103,7 +104,8 @@ def markdown(out: dict) -> str:
     lines = [
         "# EfficientNet-Lite feature extraction: speed against a bare timm loop, 20-NN purity per input size",
         "",
-        f"Data: CIFAR-10 test, first {out['per_class']} images of each class ({out['images']} images, 32x32 JPEG), "
+        f"Data: `{out.get('data', '../shared/datasets/cifar10-jpeg/test')}`, first {out['per_class']} images of each class "
+        f"({out['images']} images), "
         f"batch {out['batch']}, {out['cpus']} CPUs ({out['torch_threads']} torch threads), shared machine. "
         "Pipeline = decode + resize in DataLoader workers + inference_mode forward (channels-last); "
         f"floor = bare `model(x)` on the first {out['rows'][0].get('floor_images', '?')} preprocessed tensors (NCHW, no_grad). "
@@ -138,8 +140,9 @@ def main() -> None:
     parser.add_argument("--norms", action="store_true", help="also the first size with ImageNet mean/std")
     parser.add_argument("--out", default=str(RESULTS / "extract"))
     args = parser.parse_args()
-    if not Path(args.data).is_dir():
-        sys.exit(f"no data at {args.data}: this benchmark needs ../shared/datasets/cifar10-jpeg")
+    path = Path(args.data.split(":", 1)[1] if ":" in args.data and not Path(args.data).exists() else args.data)
+    if not path.exists():
+        sys.exit(f"no data at {args.data}: give a labelled image set (default ../shared/datasets/cifar10-jpeg/test)")
     from nolabel.data import load_dataset
 
     dataset = balanced_subset(load_dataset(args.data), args.per_class)
@@ -149,7 +152,7 @@ def main() -> None:
     rows = [measure(dataset, f"{m}?size={s}{c}", args) for m in models for s in sizes for c in crops]
     if args.norms:
         rows.append(measure(dataset, f"{models[0]}?size={sizes[0]}", args, norm=IMAGENET))
-    out = {"per_class": args.per_class, "images": len(dataset), "batch": args.batch,
+    out = {"data": args.data, "per_class": args.per_class, "images": len(dataset), "batch": args.batch,
            "cpus": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
            "torch": torch.__version__, "machine": platform.machine(),
            "command": "python " + " ".join(sys.argv), "rows": rows}

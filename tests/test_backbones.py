@@ -407,6 +407,9 @@ def test_default_backbone_and_missing_package(monkeypatch):
 
     _package_state("efficientnet-lite0")
     assert backbones.default_for("image") == "efficientnet-lite0"
+    assert backbones.default_for("image", image_side=64) == "efficientnet-lite0"
+    assert backbones.default_for("image", image_side=32) == "efficientnet-lite0?size=160&crop=1"  # CIFAR-sized: whole, 160 px
+    assert backbones.get(backbones.default_for("image", 28), device="cpu").preprocessing["input_size"][-1] == 160
     assert backbones.default_for("vector") == "pixels"
     assert backbones.default_for("text") == "st:all-MiniLM-L6-v2"  # the [text] extra is part of [test]
     real = importlib.import_module
@@ -422,6 +425,7 @@ def test_default_backbone_and_missing_package(monkeypatch):
     assert "\n" not in str(err.value)
     monkeypatch.setattr(packaged, "installed", lambda: [])
     assert backbones.default_for("image") == "pixels"
+    assert backbones.default_for("image", image_side=32) == "pixels"
     monkeypatch.setattr(backbones.text, "minilm_installed", lambda: False)
     assert backbones.default_for("text") == "pixels"
 
@@ -478,3 +482,16 @@ def test_parse_spec_and_describe():
     for prefix in ("timm:", "tv:", "clip:", "hf:", "st:", "pixels", "local:"):
         assert any(pattern.startswith(prefix) for pattern in rows)
     assert "local: arch resnet56_cifar" in rows and "local: arch small_cnn" in rows
+
+
+def test_typical_side_reads_images_and_arrays():
+    """The median shorter side of the first items: PIL images (W x H) and (H, W[, C]) arrays."""
+    from PIL import Image
+
+    from nolabel.data.base import Dataset
+
+    pictures = [Image.new("RGB", (w, h)) for w, h in [(40, 30), (100, 20), (64, 64)]]
+    assert backbones.typical_side(Dataset("p", "image", pictures, ["a", "b", "c"])) == 30
+    arrays = np.zeros((5, 28, 28), np.uint8)
+    assert backbones.typical_side(Dataset("a", "image", arrays, list("abcde"))) == 28
+    assert backbones.typical_side(Dataset("e", "image", [], [])) is None

@@ -155,7 +155,7 @@ def test_embed_without_a_backbone_says_which_it_used(tmp_path):
         Image.fromarray((rng.random((24, 24, 3)) * 255).astype("uint8")).save(folder / f"{i}.png")
     feats = tmp_path / "p.npy"
     out = nolabel("embed", folder, "--out", feats).stdout
-    spec = default_for("image")
-    assert f"backbone: {spec} (the default for image data" in " ".join(out.split())
+    spec = default_for("image", image_side=24)  # 24 px pictures: read whole at 160 px
+    assert f"backbone: {spec} (the default for image data of 24 px" in " ".join(out.split())
     assert json.loads((tmp_path / "p.json").read_text())["backbone"]["spec"] == spec
     assert np.load(feats).shape[0] == 4

@@ -71,8 +71,8 @@ def embed(
     options = {"text_columns": int(text_column) if text_column.lstrip("-").isdigit() else text_column} if text_column else {}
     dataset = load_dataset(data, split=split, **options)
     if backbone is None:
-        backbone = backbones.default_for(dataset.modality)
-        console.print(f"backbone: {backbone} (the default for {dataset.modality} data; pass --backbone to change it)")
+        backbone, note = backbones.default_for_data(dataset)
+        console.print(note)
     from .features_sharded import join_torchrun
 
     join_torchrun(device)  # under torchrun: each process embeds its shards of the rows

@@ -51,7 +51,7 @@ class RunConfig:
     """Every setting of a run; ``nolabel run`` flags and preset YAML keys map onto it."""
 
     data: str
-    backbone: str | None = None  # None: backbones.default_for(the data's modality), resolved by fit()
+    backbone: str | None = None  # None: backbones.default_for_data(the data), resolved by fit()
     methods: list[str] = field(default_factory=lambda: ["kmeans"])
     k: int | str = 10
     k_max: int | None = None
@@ -155,10 +155,10 @@ class Pipeline:
     def fit(self, progress: bool = True, log=print) -> "Pipeline":
         cfg = self.config
         if cfg.backbone is None:
-            from .backbones import default_for
+            from .backbones import default_for_data
 
-            cfg.backbone = default_for(self.dataset().modality)
-            log(f"backbone: {cfg.backbone} (the default for {self.dataset().modality} data; pass --backbone to change it)")
+            cfg.backbone, note = default_for_data(self.dataset())
+            log(note)
         check_backbone(cfg.backbone)  # before the data is read: a wrong spec fails in a second
         self._progress = progress
         with self._locked():
