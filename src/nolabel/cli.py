@@ -244,17 +244,15 @@ def _estimate_k(features: Path, k_max: int | None, seed: int) -> tuple:
     from dataclasses import asdict
 
     from .features import load_features
-    from .kestimate import estimate_k
+    from .kestimate import estimate_k, estimate_lines
     from .memory import as_float32
 
     x = as_float32(load_features(features).array)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the edge warning is printed below, once
         estimate = asdict(estimate_k(x, k_max=k_max, seed=seed))
-    console.print(f"k: estimated {estimate['k']} clusters ({estimate['method']}, "
-                  f"K {estimate['candidates'][0]}..{estimate['candidates'][-1]})")
-    if estimate["details"].get("edge"):
-        console.print(f"warning: {estimate['details']['edge']}")
+    for line in estimate_lines(estimate):
+        console.print(line)
     return x, estimate
 
 

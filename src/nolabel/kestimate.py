@@ -147,6 +147,16 @@ def estimate_k(
     return est
 
 
+def estimate_lines(estimate: dict[str, Any]) -> list[str]:
+    """What a command prints of an estimate (:class:`KEstimate` as a dict): its pick and
+    range, and a ``warning:`` line when the pick sits on the range's edge."""
+    lines = [f"k: estimated {estimate['k']} clusters ({estimate['method']}, "
+             f"K {estimate['candidates'][0]}..{estimate['candidates'][-1]})"]
+    if estimate["details"].get("edge"):
+        lines.append(f"warning: {estimate['details']['edge']}")
+    return lines
+
+
 def default_k_max(n: int) -> int:
     """``min(N // 10, max(50, round(2 sqrt(N))), DEFAULT_K_MAX_CAP)``."""
     return int(min(n // 10, max(50, round(2 * np.sqrt(n))), DEFAULT_K_MAX_CAP))

@@ -295,7 +295,7 @@ class Pipeline:
         if self.config.k != "auto":
             self.manifest["k_estimate"] = None
             return int(self.config.k)
-        from .kestimate import estimate_k
+        from .kestimate import estimate_k, estimate_lines
 
         k_max = self.config.k_max
         stage = features_path.parent / ("k_estimate.json" if k_max is None else f"k_estimate.kmax{k_max}.json")
@@ -305,9 +305,8 @@ class Pipeline:
             estimate = asdict(estimate_k(x, k_max=k_max, seed=self.config.seeds[0]))
             write_json(stage, estimate)
         self.manifest["k_estimate"] = estimate
-        log(f"k: estimated {estimate['k']} clusters ({estimate['method']}, K {estimate['candidates'][0]}..{estimate['candidates'][-1]})")
-        if estimate["details"].get("edge"):
-            log(f"warning: {estimate['details']['edge']}")
+        for line in estimate_lines(estimate):
+            log(line)
         return int(estimate["k"])
 
     def _neighbors_needed(self, k: int, n: int, log) -> int:
