@@ -1,27 +1,32 @@
-"""In-place float32 Sinkhorn-Knopp equals a plain float64 SeLa iteration; marginals; stopping rule."""
+"""In-place float32 Sinkhorn-Knopp equals a plain float64 SeLa iteration (and its over-relaxed form);
+marginals; stopping rule."""
 import numpy as np
 import pytest
 import torch
 
-from nolabel.nn.sinkhorn import _marginals, sinkhorn_knopp, solve_inplace
+from nolabel.nn.sinkhorn import _marginals, _next_omega, sinkhorn_knopp, solve_inplace
 
 
-def reference(log_p, lam, tol, max_iter=1000, marginals=None, check_every=10):
+def reference(log_p, lam, tol, max_iter=1000, marginals=None, check_every=10, omega=1.0):
     """SeLa's optimize_L_sk written plainly in float64 (P^lam, r = m / P'c, c = 1/N / P r, ...),
-    started from c_i = 1 / (N max_j P_ij^lam) as nolabel does."""
+    started from c_i = 1 / (N max_j P_ij^lam) as nolabel does; with ``omega`` > 1 every step
+    after the first r is over-relaxed: r <- r^(1-omega) r_new^omega, c likewise."""
     p = np.exp(lam * np.asarray(log_p, dtype=np.float64))
     n, k = p.shape
     m = np.full(k, 1.0 / k) if marginals is None else np.asarray(marginals, np.float64) / np.sum(marginals)
     c = 1.0 / (n * p.max(axis=1))
+    r = m / (p.T @ c)
     it = 0
     while True:
-        r = m / (p.T @ c)
         c_new = (1.0 / n) / (p @ r)
         err = np.abs(c / c_new - 1).sum() if it % check_every == 0 else np.inf
-        c = c_new
         it += 1
         if err <= tol or it >= max_iter:
+            c = c_new
             break
+        c = c ** (1 - omega) * c_new ** omega
+        r_new = m / (p.T @ c)
+        r = r ** (1 - omega) * r_new ** omega
     return n * c[:, None] * p * r[None, :], it
 
 
@@ -32,11 +37,12 @@ def problem(n=400, k=7, seed=0, skew=3.0):
     return torch.log_softmax(logits, -1)
 
 
+@pytest.mark.parametrize("omega", [1.0, 1.5])
 @pytest.mark.parametrize("iters", [1, 3, 17])
-def test_equals_reference_iterates(iters):
+def test_equals_reference_iterates(iters, omega):
     lp = problem()
-    q, labels = sinkhorn_knopp(lp, lam=5.0, tol=0.0, max_iter=iters)
-    ref, it = reference(lp.numpy(), 5.0, 0.0, max_iter=iters)
+    q, labels = sinkhorn_knopp(lp, lam=5.0, tol=0.0, max_iter=iters, relax=omega)
+    ref, it = reference(lp.numpy(), 5.0, 0.0, max_iter=iters, omega=omega)
     assert it == iters
     np.testing.assert_allclose(q.numpy(), ref, rtol=2e-4, atol=1e-6)
     np.testing.assert_array_equal(labels.numpy(), ref.argmax(1))
@@ -49,7 +55,7 @@ def test_stopping_rule_is_selas_tolerance():
     selas, selas_it = reference(lp.numpy(), 10.0, 0.1, check_every=10)
     assert selas_it % 10 == 1 and it <= selas_it  # SeLa stops right after a check (iterations 1, 11, 21, ...)
     for check_every, expected in ((None, ref), (10, selas)):
-        q, _ = sinkhorn_knopp(lp, lam=10.0, **({} if check_every is None else {"check_every": check_every}))
+        q, _ = sinkhorn_knopp(lp, lam=10.0, relax=1.0, **({} if check_every is None else {"check_every": check_every}))
         np.testing.assert_allclose(q.numpy(), expected, rtol=1e-3, atol=1e-5)
         np.testing.assert_allclose(q.sum(1).numpy(), 1.0, rtol=1e-5)
         np.testing.assert_allclose(q.sum(0).numpy(), 100.0, rtol=1e-3)
@@ -61,8 +67,37 @@ def test_stops_at_first_iterate_within_tolerance():
     _, selas_it = reference(lp.numpy(), 10.0, 0.1, check_every=10)
     assert it < selas_it  # the problem is one where checking every iteration stops sooner
     out = np.empty((3000, 30), dtype=np.float32)
-    assert solve_inplace(lp.numpy(), out, 10.0, 0.1, 1000, 1, _marginals(None, 30)) == it
-    assert solve_inplace(lp.numpy(), out, 10.0, 0.1, 1000, 10, _marginals(None, 30)) == selas_it
+    assert solve_inplace(lp.numpy(), out, 10.0, 0.1, 1000, 1, _marginals(None, 30), 1.0) == it
+    assert solve_inplace(lp.numpy(), out, 10.0, 0.1, 1000, 10, _marginals(None, 30), 1.0) == selas_it
+
+
+@pytest.mark.parametrize("relax", ["auto", 1.5])
+def test_over_relaxation_reaches_selas_fixed_point_sooner(relax):
+    lp = problem(n=3000, k=30, seed=4)
+    exact, _ = reference(lp.numpy(), 10.0, 1e-12)  # SeLa's iteration run to its fixed point
+    _, plain_it = reference(lp.numpy(), 10.0, 0.1, check_every=1)
+    out = np.empty((3000, 30), dtype=np.float32)
+    it = solve_inplace(lp.numpy(), out, 10.0, 0.1, 1000, 1, _marginals(None, 30), relax)
+    assert it * 2 < plain_it  # at least twice fewer iterations to SeLa's tolerance
+    np.testing.assert_array_equal(out.argmax(1), exact.argmax(1))
+    np.testing.assert_allclose(out.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(out.sum(0), 100.0, rtol=2e-3)
+    q, _ = sinkhorn_knopp(lp, lam=10.0, tol=1e-8, relax=relax)
+    np.testing.assert_allclose(q.numpy(), exact, rtol=1e-3, atol=1e-5)
+
+
+def test_relaxation_rule_and_guard():
+    # "auto": plain until iteration 10, then Young's rule for the rate of the last five errors
+    errors = [2.0 ** -i for i in range(10)]  # halves each step: rho = 0.5
+    omega, at = _next_omega(1.0, "auto", errors, 0)
+    assert at == 10 and omega == pytest.approx(2 / (1 + np.sqrt(0.5)))
+    assert _next_omega(1.0, "auto", errors[:9], 0) == (1.0, 0)
+    # an error that rose at three iterations in a row halves omega - 1, once per four iterations
+    rising = [1.0, 0.5, 0.6, 0.7, 0.8]
+    assert _next_omega(1.8, 1.8, rising, 0) == (pytest.approx(1.4), 5)
+    assert _next_omega(1.8, 1.8, rising, 2) == (1.8, 2)
+    with pytest.raises(ValueError, match="relax"):
+        sinkhorn_knopp(problem(), relax=2.0)
 
 
 def test_non_uniform_marginals():

@@ -5,7 +5,8 @@ Each head has its own labels. At ``n_relabel`` points spaced quadratically over 
 training steps (``step_j = round(T (j / M)^2)``, j = 0..M-1, dense early as in the
 code; the first at step 0 from the randomly initialised heads) every head's labels are
 re-solved: :func:`~nolabel.nn.sinkhorn.sinkhorn_knopp` on the head's log-probabilities
-over the whole data (``lam``, ``tol``), hard label = argmax of Q. Marginals
+over the whole data (``lam``, ``tol``; over-relaxed, which reaches SeLa's fixed point by its
+stopping rule in fewer iterations: :mod:`nolabel.nn.sinkhorn`), hard label = argmax of Q. Marginals
 (``marginals``): ``"uniform"`` is SeLa's equal partition; ``"kmeans"`` the sorted cluster
 sizes of k-means on the same embeddings
 (:func:`~nolabel.methods.heads_base.kmeans_size_prior`); ``"tempered"`` (default) gives

@@ -33,6 +33,19 @@ float32 BLAS) and at once adds its share ``blk' c_new`` to the next ``r`` (per-b
 float32 products summed in float64), so the array is read from memory once per iteration,
 not twice, with four numpy calls per block. Finally the array becomes ``N Q`` in place
 (rows sum to 1, columns to ``N m``).
+
+Over-relaxation (``relax``; not in SeLa, Thibault et al. 2017, "Overrelaxed Sinkhorn-Knopp"):
+each scaling moves ``omega`` times as far as SeLa's step in the log domain,
+``c <- c^(1 - omega) c_new^omega`` and likewise ``r``. It has SeLa's fixed point and the
+loop stops by SeLa's rule (``sum_i |c_i / c_new_i - 1| <= tol`` for the current iterate,
+then the output takes ``c_new``), but it gets there in fewer iterations: on the 100k x
+1,000 benchmark of ``benchmarks/scale.py`` (see ``benchmarks/results/scale.md``) and on
+20k x 1,000 test problems, 2.5 to 6 times fewer, with the same argmax labels. ``relax=1``
+gives SeLa's iterates exactly. The default ``"auto"`` takes ``_WARMUP`` (10) of SeLa's
+steps, reads the rate ``rho`` at which their error fell over the last five, and then uses
+``omega = 2 / (1 + sqrt(1 - rho))`` (Young's rule for successive over-relaxation, the choice
+Thibault et al. derive for Sinkhorn), at most 1.9. A guard halves ``omega - 1`` whenever the
+error has risen at three iterations in a row, so a badly chosen ``omega`` cannot stall the loop.
 """
 from __future__ import annotations
 
@@ -44,6 +57,8 @@ _BLOCK_BYTES = 768 << 10  # row blocks of about this many bytes (L2-resident: 1 
 #: exponents are raised to this before exp: e^-87 is float32's smallest normal number (1.2e-38) and below it
 #: exp is 2x slower (underflow handling) while the entries, at most 1e-38 of their row's largest, do not matter
 _EXP_FLOOR = np.float32(-87.0)
+_WARMUP = 10  # plain iterations before "auto" picks the over-relaxation from their rate
+_OMEGA_MAX = 1.9
 
 
 @torch.no_grad()
@@ -54,6 +69,7 @@ def sinkhorn_knopp(
     max_iter: int = 1000,
     check_every: int = 1,
     marginals: torch.Tensor | np.ndarray | None = None,
+    relax: float | str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(..., N, K)`` log-probabilities -> ``(Q, labels)``.
 
@@ -62,7 +78,11 @@ def sinkhorn_knopp(
     every ``check_every`` iterations; at most ``max_iter`` iterations); ``labels = argmax_k Q``
     (..., N) int64. ``marginals`` (K,) is a probability vector over the clusters (default uniform). Leading dimensions are
     independent problems (e.g. one per head). ``Q`` and ``labels`` are on the input's device.
+    ``relax``: the over-relaxation ``omega`` in [1, 2) (1: SeLa's iterates) or ``"auto"``
+    (module docstring).
     """
+    if relax != "auto" and not 1.0 <= float(relax) < 2.0:
+        raise ValueError(f"relax must be 'auto' or a number in [1, 2), got {relax!r}")
     device = log_probs.device
     x = log_probs.detach().to("cpu")
     n, k = x.shape[-2], x.shape[-1]
@@ -70,8 +90,25 @@ def sinkhorn_knopp(
     q = torch.empty(x.shape, dtype=torch.float32)
     flat_x, flat_q = x.reshape(-1, n, k), q.view(-1, n, k)
     for b in range(flat_x.shape[0]):
-        solve_inplace(flat_x[b].numpy(), flat_q[b].numpy(), lam, tol, max_iter, check_every, m)
+        solve_inplace(flat_x[b].numpy(), flat_q[b].numpy(), lam, tol, max_iter, check_every, m, relax)
     return q.to(device), q.argmax(-1).to(device)
+
+
+def _next_omega(omega: float, relax: float | str, errors: list[float], changed_at: int) -> tuple[float, int]:
+    """The relaxation for the next iteration, and the iteration it last changed at.
+
+    ``"auto"``: plain steps until iteration ``_WARMUP``, then Young's choice
+    ``2 / (1 + sqrt(1 - rho))`` for the rate ``rho`` the plain error fell at over its last
+    five iterations (capped at ``_OMEGA_MAX``). Either way, an error that rose at each of
+    the last three iterations halves ``omega - 1``.
+    """
+    it = len(errors)
+    if relax == "auto" and it == _WARMUP and errors[-6] > 0:
+        rho = (errors[-1] / errors[-6]) ** 0.2
+        return (min(_OMEGA_MAX, 2.0 / (1.0 + np.sqrt(1.0 - rho))) if rho < 1.0 else 1.0), it
+    if omega > 1.0 and it - changed_at >= 4 and errors[-1] > errors[-2] > errors[-3] > errors[-4]:
+        return 1.0 + (omega - 1.0) / 2.0, it
+    return omega, changed_at
 
 
 def _marginals(marginals: torch.Tensor | np.ndarray | None, k: int) -> np.ndarray:
@@ -91,6 +128,7 @@ def solve_inplace(
     max_iter: int,
     check_every: int,
     marginals: np.ndarray,
+    relax: float | str = "auto",
 ) -> int:
     """Write ``N Q`` for one (N, K) problem into the float32 array ``out``; return the iterations.
 
@@ -129,26 +167,36 @@ def solve_inplace(
     for b, (blk, sl) in enumerate(views):
         np.dot(w[sl], blk, out=parts[b])
     v = marginals / np.maximum(parts.sum(axis=0, dtype=np.float64), np.finfo(np.float64).tiny)
-    it = 0
+    omega = 1.0 if relax == "auto" else float(relax)
+    omega32 = np.float32(omega)
+    errors: list[float] = []
+    changed_at, it = 0, 0
     while True:
-        check = it % check_every == 0
         v32 = v.astype(np.float32)
         for b, (blk, sl) in enumerate(views):  # one read of the array: K v, then u_new' K from cache
             a = dots[sl]
             np.dot(blk, v32, out=a)
             np.maximum(a, tiny, out=a)
             ws = w[sl]
-            np.divide(inv_n32, a, out=ws)
+            if omega == 1.0:
+                np.divide(inv_n32, a, out=ws)
+            else:  # ws <- ws^(1 - omega) (1/N / a)^omega = ws ((1/N / a) / ws)^omega
+                step_ = inv_n32 / a / ws
+                ws *= step_ ** omega32
             np.dot(ws, blk, out=parts[b])
-        u_new = inv_n / dots.astype(np.float64)
-        if check:
-            err = float(np.abs(u / u_new - 1.0).sum())
-        u = u_new
+        u_plain = inv_n / dots.astype(np.float64)
+        err = float(np.abs(u / u_plain - 1.0).sum())
+        errors.append(err)
         it += 1
-        if (check and err <= tol) or it >= max_iter:
+        if (it % check_every == 1 % check_every and err <= tol) or it >= max_iter:
+            u = u_plain
             break
-        v = marginals / np.maximum(parts.sum(axis=0, dtype=np.float64), np.finfo(np.float64).tiny)
-    # N Q = N u_i K_ij v_j with the v that produced the final u (so rows sum to 1)
+        u = u_plain if omega == 1.0 else u * (u_plain / u) ** omega
+        v_plain = marginals / np.maximum(parts.sum(axis=0, dtype=np.float64), np.finfo(np.float64).tiny)
+        v = v_plain if omega == 1.0 else v * (v_plain / v) ** omega
+        omega, changed_at = _next_omega(omega, relax, errors, changed_at)
+        omega32 = np.float32(omega)
+    # the final Q: the rows' plain update u, with the v it was computed from (rows sum to 1)
     v32 = v.astype(np.float32)
     scale = (u * n).astype(np.float32)
     for blk, sl in views:
