@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from nolabel.health import health_check
-from nolabel.methods.lsdc import LSDC, BatchNormedHead, default_k, size_kl_uniform
+from nolabel.errors import NolabelError
+from nolabel.methods.lsdc import LSDC, BatchNormedHead, default_k, neighbor_mean, size_kl_uniform
 from nolabel.metrics import hungarian_acc
 from nolabel.neighbors import knn
 from nolabel.nn import augment as A
@@ -19,6 +20,23 @@ def test_default_k_is_the_papers_ratio():
     # the paper: k 20 for CIFAR-10 (K 10) and k 10 for CIFAR-100-20 (K 20), both at batch 256
     assert default_k(256, 10) == 20 and default_k(256, 20) == 10
     assert default_k(256, 100) == 2 and default_k(256, 1000) == 1
+
+
+def test_neighbor_mean_by_hand():
+    # rows 0 and 2 are unit already; row 1 (3, 4) has norm 5
+    x = torch.tensor([[1.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
+    nb = torch.tensor([[1, 2], [0, 2], [1, 0]])
+    got = neighbor_mean(x, torch.tensor([0, 2]), nb[:, :1])  # each row plus its first neighbour
+    torch.testing.assert_close(got, torch.tensor([[1.6, 0.8], [0.6, 1.8]]))
+    torch.testing.assert_close(neighbor_mean(x, torch.tensor([1]), nb), torch.tensor([[1.6, 1.8]]))
+
+
+def test_knn_smoothing_is_checked_and_needs_neighbours():
+    with pytest.raises(NolabelError, match="knn_smoothing"):
+        LSDC(knn_smoothing=-1)
+    assert LSDC.neighbors_needed({"view": "perturb", "knn_smoothing": 10}) == 20
+    assert LSDC.neighbors_needed({"view": "perturb", "batches": "random", "knn_smoothing": 0}) == 0
+    assert LSDC(view="perturb", knn_smoothing=5).needs_neighbors
 
 
 def test_size_kl_uniform_by_hand():

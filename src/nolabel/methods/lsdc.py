@@ -207,6 +207,13 @@ def adjacency_mined(idx: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
     return (a | a.T).float()
 
 
+def neighbor_mean(x: torch.Tensor, idx: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
+    """``x~_i = x^_i + sum_{j in N(i)} x^_j`` for the rows ``idx`` (``x^`` the unit rows, ``N(i)``
+    the columns of ``neighbors``): one k-NN mean-shift step, up to a scale that cosine ignores."""
+    rows = torch.cat([idx[:, None], neighbors[idx]], dim=1)
+    return torch.nn.functional.normalize(x[rows.reshape(-1)], dim=-1).reshape(*rows.shape, -1).sum(1)
+
+
 def default_k(batch: int, n_clusters: int) -> int:
     """In-batch kNN size ``max(1, round(0.78 B / K))``: both of the paper's kNN settings keep
     k at 0.78 of the expected same-cluster count B / K (CIFAR-10 k 20 at 256 / 10, CIFAR-100-20
@@ -279,7 +286,8 @@ class LSDC(NetworkMethod, HeadMethod):
     """LSD-C pairwise-similarity clustering: linear heads on frozen embeddings, or the whole network."""
 
     network_defaults = {"n_heads": 1, "size_prior": "uniform", "init": "random", "ricap": 0.3, "knn_metric": "l2", "hidden": None, "n_layers": 1, "entropy_weight": 0.05,
-                        "batches": "groups", "schedule": "multistep", "rampup_epochs": 50, "epochs": 50, "lr": 1e-3}
+                        "batches": "groups", "schedule": "multistep", "rampup_epochs": 50, "epochs": 50, "lr": 1e-3,
+                        "knn_smoothing": 0}
 
     def __init__(
         self,
@@ -314,6 +322,7 @@ class LSDC(NetworkMethod, HeadMethod):
         entropy_weight: float = 0.05,
         size_prior: str = "tempered",
         init: str = "kmeans",
+        knn_smoothing: int = 10,
         epochs: int = 100,
         batch_size: int = 256,
         lr: float = 1e-3,
@@ -363,11 +372,17 @@ class LSDC(NetworkMethod, HeadMethod):
         self.size_prior = size_prior
         check_choice("init", init, INITS)
         self.init = init
+        if int(knn_smoothing) < 0:
+            raise NolabelError(f"knn_smoothing must be a count of neighbours >= 0, got {knn_smoothing}")
+        self.knn_smoothing = int(knn_smoothing)
+        self.needs_neighbors = self.needs_neighbors or self.knn_smoothing > 0
 
     @classmethod
     def neighbors_needed(cls, params: dict[str, Any]) -> int:
-        """``n_neighbors`` with the default ``view="neighbor"`` or ``batches="groups"``, else none."""
-        if params.get("view", "neighbor") != "neighbor" and params.get("batches", "groups") != "groups":
+        """``n_neighbors`` with the default ``view="neighbor"``, ``batches="groups"`` or
+        ``knn_smoothing`` > 0, else none."""
+        if (params.get("view", "neighbor") != "neighbor" and params.get("batches", "groups") != "groups"
+                and not int(params.get("knn_smoothing", 10))):
             return 0
         return int(params.get("n_neighbors", 20))
 
@@ -413,7 +428,8 @@ class LSDC(NetworkMethod, HeadMethod):
             if self.batches == "groups":
                 idx = neighbor_groups(idx[: max(1, len(idx) // self.group_size)], nb, self.group_size, self._cpu_gen)
             f = X[idx]
-            a = self._targets(f, idx, nb, None if start is None else start.labels[idx])
+            f_knn = neighbor_mean(X, idx, nb[:, : self.knn_smoothing]) if self.knn_smoothing else f
+            a = self._targets(f_knn, idx, nb, None if start is None else start.labels[idx])
             if nb is not None:
                 view = X[random_neighbors(nb, idx, self._cpu_gen)]
             else:
