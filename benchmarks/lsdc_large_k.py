@@ -80,6 +80,9 @@ def table(results: dict) -> str:
                          f"{min(r['health']['n_nonempty'] for r in runs)}/{k} | "
                          f"{max(r['health']['largest_share'] * k for r in runs):.2f} | "
                          f"{np.mean([r['seconds'] for r in runs]):.0f} |")
+    lines += ["", "The `lsdc` rows ran on 2026-12-02 (10:50-12:00 UTC) with the defaults of that day, the in-batch kNN read "
+              "on neighbour-averaged rows (`knn_smoothing` 10); `lsdc+groups` ran the day before, without that "
+              "averaging (`knn_smoothing=0` today), as did `lsdc-before`."]
     return "\n".join(lines) + "\n"
 
 
