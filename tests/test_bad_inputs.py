@@ -256,13 +256,15 @@ def test_k_above_the_items_fails_before_the_features(world, tmp_path):
 
 
 def test_small_set_runs_neighbour_methods_with_their_defaults(world, tmp_path):
-    """25 items: TEMI's default 50 neighbours and SCAN's 20 become 24 (logged), and the run clusters
-    the three colours; only a count the user set is refused (the cases above)."""
+    """25 items in 3 clusters: TEMI's default 50 neighbours and SCAN's 20 become 4, half a mean
+    cluster (logged), and the run clusters the three colours; only a count the user set is
+    refused (the cases above)."""
     lines = []
     run = Pipeline(data=str(world.photos), backbone="pixels", methods=["temi", "scan"], k=3, out=tmp_path / "run",
                    params={"temi": {"epochs": 3}, "scan": {"epochs": 3}}).fit(progress=False, log=lines.append)
-    assert "note: temi: 25 items, fewer than its default 50 neighbours per item: using 24" in lines
-    assert "note: scan: 25 items, fewer than its default 20 neighbours per item: using 24" not in lines
+    assert "note: temi: 25 items, fewer than its default 50 neighbours per item: using 4" in lines
+    assert ("note: scan: 25 items in 3 clusters, about 8 per cluster: using 4 neighbours per item, "
+            "not its default 20 (at most half a cluster)") in lines
     for result in run.manifest["results"]:
         assert len(run.assignment(result["name"]).clusters) == 25
         assert result["metrics"]["acc"]["mean"] >= 0.95, result["name"]  # three plain colours (and one grey picture)

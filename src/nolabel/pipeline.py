@@ -310,16 +310,16 @@ class Pipeline:
         return int(estimate["k"])
 
     def _neighbors_needed(self, k: int, n: int, log) -> int:
-        """The most neighbours any method of the run needs (0: none); each must be < ``n``: a
-        method's default count that is not becomes ``n - 1`` in its parameters (logged,
-        :func:`~nolabel.clustering.fit_neighbors_to_size`)."""
+        """The most neighbours any method of the run needs (0: none); a method's default count
+        becomes at most half the mean cluster size ``n // (2 k)`` and below ``n`` in its
+        parameters (logged, :func:`~nolabel.clustering.fit_neighbors_to_size`)."""
         from . import methods
         from .clustering import fit_neighbors_to_size
 
         needs = []
         for entry in self.config.methods:
             method, _ = self._split(entry)  # a second stage reads its base's neighbours
-            params, note = fit_neighbors_to_size(method, self.config.params.get(method, {}), n)
+            params, note = fit_neighbors_to_size(method, self.config.params.get(method, {}), n, k)
             if note:
                 self.config.params = {**self.config.params, method: params}
                 log(f"note: {note}")

@@ -52,6 +52,8 @@ __all__ = ["HeadMethod", "StreamedRows", "make_optimizer", "perturb", "random_ne
 
 #: rows per forward pass at prediction time
 PREDICT_CHUNK = 16384
+#: the fewest optimisation steps an epoch takes (several shuffled passes over a small set)
+MIN_STEPS_PER_EPOCH = 8
 
 
 class StreamedRows:
@@ -203,7 +205,11 @@ class HeadMethod(ClusterMethod):
 
     # ---- the training loop ---------------------------------------------------------------
     def _steps_per_epoch(self, n: int) -> int:
-        return n // self.batch_size if n >= self.batch_size else 1
+        """``max(n // batch_size, MIN_STEPS_PER_EPOCH)``: on a set of fewer than 8 batches an
+        epoch is several shuffled passes, so that the epoch-counted defaults still take enough
+        steps (on 400 items SeLa's 100 epochs were 100 steps: 43.5 ACC against k-means' 64.3;
+        300 steps: 65.5)."""
+        return max(n // self.batch_size, MIN_STEPS_PER_EPOCH)
 
     def _run_epochs(
         self,
@@ -230,8 +236,9 @@ class HeadMethod(ClusterMethod):
             t += 1
             return {"loss": loss, "n": len(idx)}
 
+        passes = -(-per_epoch * bs // n)  # shuffled passes one epoch's batches take (1 unless the set is small)
         for epoch in range(self.epochs if epochs is None else epochs):
-            order = torch.randperm(n, generator=self._cpu_gen).to(self._device)
+            order = torch.cat([torch.randperm(n, generator=self._cpu_gen) for _ in range(passes)]).to(self._device)
             batches = (order[b * bs : (b + 1) * bs] for b in range(per_epoch))
             stats = train_one_epoch(one_step, batches, None, epoch, self._device, progress=self.progress, desc=desc)
             history.append(float(stats.get("loss", float("nan"))))
