@@ -49,6 +49,7 @@ METHODS = {
     "sela": ("sela", {}, None),
     "lsdc": ("lsdc", {}, None),
     "lsdc+groups": ("lsdc", {"batches": "groups"}, None),  # neighbour-group batches (not the paper's)
+    "lsdc+avg10": ("lsdc", {"knn_smoothing": 10}, None),  # in-batch kNN on neighbour-averaged rows (opt-in)
 }
 
 
@@ -151,13 +152,14 @@ most N/2K, eigenvectors joined; `nolabel/methods/spectral.py`), no longer the 50
 s/seed counts both. The supervised linear probe (`--probe`: logistic regression on the labels, 3 folds) is a
 ceiling for what the frozen features separate, not a method. A row with fewer than 3 seeds did not fit in the
 session's time; rerunning the command resumes the grid where it stopped. `temi` seed 1 ran 2026-12-01
-22:30-23:15 UTC, seed 2 on 2026-12-02 00:15-00:54 UTC (same defaults). `scan`, `scan+selflabel` and `sela`
+22:30-23:15 UTC, seed 2 on 2026-12-02 00:15-00:54 UTC (same defaults). Missing: seeds 1 and 2 of `lsdc` here (its
+current default has them in `frozen_text_lsdc`). `scan`, `scan+selflabel` and `sela`
 were rerun on 2026-12-01 afternoon with their new default start from the k-means partition (`init="kmeans"`);
 `temi` (seed 0) ran on 2026-12-01 evening with its new default `init="both"` (half the heads from that partition).
-The `lsdc` rows ran on 2026-12-02 (10:38-11:40 UTC, `--methods lsdc --seeds 0,1,2`, its earlier rows removed
-first) with the current default: 3 tempered heads from the k-means partition, the in-batch kNN read on
-neighbour-averaged rows (`knn_smoothing` 10). The same heads without the averaging (the default before
-2026-12-02 noon) and `lsdc+groups` are in `frozen_text_lsdc.{json,md}` (`--name frozen_text_lsdc`)."""
+The `lsdc` rows of `frozen_text.json` are from the morning's code (one uniform head, random start); LSD-C with its
+new defaults (3 tempered heads from the k-means partition) is in `frozen_text_lsdc.{json,md}` (`--name
+frozen_text_lsdc`; StackOverflow at K 20 with these defaults: `lsdc_large_k.md`, 3 seeds). `lsdc+avg10`
+(`knn_smoothing=10`, opt-in: the in-batch kNN read on neighbour-averaged rows) ran 2026-12-02 10:38-11:40 UTC."""
 
 
 def write_table(results: dict, name: str) -> None:

@@ -34,9 +34,9 @@ SETS = [
     'SearchSnippets=benchmarks/results/frozen_text.json:SearchSnippets',
     'Biomedical=benchmarks/results/frozen_text.json:Biomedical',
     'AG News=benchmarks/results/frozen_text.json:agnews',
-    'SearchSnippets, LSD-C without kNN averaging=benchmarks/results/frozen_text_lsdc.json:SearchSnippets',
-    'Biomedical, LSD-C without kNN averaging=benchmarks/results/frozen_text_lsdc.json:Biomedical',
-    'AG News, LSD-C without kNN averaging=benchmarks/results/frozen_text_lsdc.json:agnews',
+    'SearchSnippets, LSD-C now=benchmarks/results/frozen_text_lsdc.json:SearchSnippets',
+    'Biomedical, LSD-C now=benchmarks/results/frozen_text_lsdc.json:Biomedical',
+    'AG News, LSD-C now=benchmarks/results/frozen_text_lsdc.json:agnews',
     'StackOverflow K 20, LSD-C run=benchmarks/results/lsdc_large_k.json:so20',
     'CIFAR-10 R56 K 100 (overclustering)=benchmarks/results/lsdc_large_k.json:c10k100',
     'CIFAR-10 lite0 (centre crop)=benchmarks/results/frozen_lite0.json:cifar10_test_lite0',
@@ -47,11 +47,10 @@ SETS = [
 NOTE = ("Settings: every row is the method's default at the time it ran; the notes of `uneven.*.md` say which code. "
         "Since 2026-12-01 evening (commit 3225118 and after) the defaults are: SCAN, SeLa and LSD-C start from nolabel's "
         "k-means partition (LSD-C with 3 heads and tempered size profiles), TEMI starts half its heads from it "
-        "(`init=\"both\"`). Since 2026-12-02 noon (commit 1e42cfb) LSD-C reads its in-batch kNN on neighbour-averaged "
-        "rows (`knn_smoothing` 10); its rows with that default: the lsdc rows of every `uneven.*` set, of the four text "
-        "sets and of `LSD-C run` and `K 100` (3 seeds each). The `without kNN averaging` rows are the same 3 tempered "
-        "heads before it (with `lsdc+groups`), and `lsdc-before` is the head before the large-K fix. Rows run with the "
-        "2026-12-01 defaults: every `uneven.*` row of scan, sela and temi; the lite0 whole-frame rows. Earlier defaults: the lite0 "
+        "(`init=\"both\"`). Rows run with these defaults: every `uneven.*` row of scan, sela, temi and lsdc; the "
+        "`LSD-C run` and `K 100` rows (3 seeds each; `lsdc-before` is the head before the large-K fix); the lite0 "
+        "whole-frame rows. Earlier defaults: the lsdc rows of the four text sets (one uniform head, random start; one "
+        "seed), whose new-default runs are the `LSD-C now` rows and the `LSD-C run` row (StackOverflow), and the lite0 "
         "centre-crop temi and lsdc rows (random start). temi with `init=\"both\"`: seeds 0-2 on the text sets and on lite0 "
         "whole frame. Splits: CIFAR-10 test (the supervised "
         "ResNet-56 features are a correctness check, not an unsupervised result; lite0: ImageNet weights, centre crop "

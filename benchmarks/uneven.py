@@ -35,9 +35,9 @@ from nolabel.metrics import hungarian_acc
 from nolabel.neighbors import knn
 
 RESULTS = Path(__file__).parent / "results"
-METHODS = ("kmeans", "scan", "sela", "temi", "lsdc", "lsdc+groups")
+METHODS = ("kmeans", "scan", "sela", "temi", "lsdc", "lsdc+groups", "lsdc+avg10")
 #: table label -> (method, parameters other than the defaults)
-VARIANTS = {"lsdc+groups": ("lsdc", {"batches": "groups"})}
+VARIANTS = {"lsdc+groups": ("lsdc", {"batches": "groups"}), "lsdc+avg10": ("lsdc", {"knn_smoothing": 10})}
 #: the hand-written notes under this heading survive a rewrite of the table
 NOTES = "## Notes"
 
