@@ -14,8 +14,8 @@ import torch
 from nolabel import methods
 from nolabel.nn.heads import DINOHead
 
-N, D, K, H = 96, 8, 3, 2
-SETTINGS = dict(n_clusters=K, n_heads=H, epochs=3, batch_size=32, hidden=16, bottleneck=8, n_layers=3,
+N, D, K, H = 96, 8, 3, 2  # batch 12: 8 batches a pass, the fewest steps an epoch takes (one pass = one epoch)
+SETTINGS = dict(n_clusters=K, n_heads=H, epochs=3, batch_size=12, hidden=16, bottleneck=8, n_layers=3,
                 n_neighbors=4, lr=5e-2, min_lr=1e-4, weight_decay=1e-2, warmup_epochs=1,
                 freeze_prototypes_epochs=1, teacher_momentum=0.9, prior_momentum=0.9, tau=0.1, beta=0.6,
                 size_prior="uniform", init="random", seed=5)
