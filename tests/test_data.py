@@ -142,6 +142,11 @@ def test_empty_or_missing_folder_is_a_user_error(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"garbage")
     with pytest.raises(NolabelError, match="none of the 1 images"):
         load_image_folder(tmp_path)
+    single = tmp_path / "orl"
+    single.mkdir()
+    (single / "orl.mat").write_bytes(b"")
+    with pytest.raises(NolabelError, match=r"holds one file, orl\.mat, and no images; pass the file itself: .*orl\.mat$"):
+        load_dataset(str(single))
 
 
 def test_split_folders_are_resolved(tmp_path):

@@ -135,6 +135,7 @@ _SUFFIX_KIND = {".mat": "mat", ".npy": "array", ".npz": "array", ".txt": "text",
 
 def _path_kind(path: Path) -> str:
     if path.is_dir():
+        _refuse_a_folder_of_one_data_file(path)
         return "folder"
     kind = _SUFFIX_KIND.get(path.suffix.lower())
     if kind is None:
@@ -143,6 +144,14 @@ def _path_kind(path: Path) -> str:
             ".txt, .csv, .tsv, .jsonl, .mat, .npy or .npz"
         )
     return kind
+
+
+def _refuse_a_folder_of_one_data_file(path: Path) -> None:
+    """A folder whose only visible file is one nolabel reads as data (``orl/orl.mat``) names
+    that file, rather than report a folder without images."""
+    files = [p for p in path.iterdir() if not p.name.startswith(".")]
+    if len(files) == 1 and files[0].is_file() and files[0].suffix.lower() in _SUFFIX_KIND:
+        raise NolabelError(f"{path} holds one file, {files[0].name}, and no images; pass the file itself: {files[0]}")
 
 
 def load_dataset(spec: str | os.PathLike, split: str = "test", **kw: Any) -> Dataset:
