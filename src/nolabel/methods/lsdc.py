@@ -310,8 +310,7 @@ class LSDC(NetworkMethod, HeadMethod):
     """LSD-C pairwise-similarity clustering: linear heads on frozen embeddings, or the whole network."""
 
     network_defaults = {"n_heads": 1, "size_prior": "uniform", "init": "random", "ricap": 0.3, "knn_metric": "l2", "hidden": None, "n_layers": 1, "entropy_weight": 0.05,
-                        "batches": "groups", "schedule": "multistep", "rampup_epochs": 50, "epochs": 50, "lr": 1e-3,
-                        "knn_smoothing": 0}
+                        "batches": "groups", "schedule": "multistep", "rampup_epochs": 50, "epochs": 50, "lr": 1e-3}
 
     def __init__(
         self,
